@@ -1,0 +1,203 @@
+//! Input data: labelled CSV files and CEG4N property files (boxes around points).
+
+use std::path::Path;
+
+use anyhow::{anyhow, bail, Context, Result};
+use serde::Deserialize;
+
+/// Labelled feature vectors.
+#[derive(Clone, Debug, Default)]
+pub struct Dataset {
+    /// One feature vector per row.
+    pub features: Vec<Vec<f64>>,
+    /// One class label per row.
+    pub labels: Vec<usize>,
+}
+
+/// A CEG4N property: an L-inf box around a point, with the float network's logits there.
+#[derive(Clone, Debug)]
+pub struct Property {
+    /// Identifier, e.g. "1.01".
+    pub id: String,
+    /// The centre point.
+    pub x: Vec<f64>,
+    /// Lower corner of the box (already clipped to the input domain).
+    pub lower: Vec<f64>,
+    /// Upper corner of the box.
+    pub upper: Vec<f64>,
+    /// Reference logits of the float network at `x`, if recorded.
+    pub y: Option<Vec<f64>>,
+    /// The L-inf radius, if recorded.
+    pub ball_size: Option<f64>,
+}
+
+/// What a `--data` file holds.
+#[derive(Clone, Debug)]
+pub enum DataFile {
+    /// A labelled CSV.
+    Csv(Dataset),
+    /// A property JSON.
+    Properties(Vec<Property>),
+}
+
+impl DataFile {
+    /// Reads a CSV (by extension `.csv`) or a property JSON (anything else that parses as
+    /// JSON), checking that rows have `features` values.
+    pub fn load(path: &Path, features: usize) -> Result<DataFile> {
+        let is_csv = path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
+        if is_csv {
+            Ok(DataFile::Csv(Dataset::load_csv(path, features)?))
+        } else {
+            Ok(DataFile::Properties(load_properties(path, features)?))
+        }
+    }
+}
+
+impl Dataset {
+    /// Reads a CSV of `features` feature columns followed by an integer `label` column. A first
+    /// line that does not parse as numbers is taken as the header.
+    pub fn load_csv(path: &Path, features: usize) -> Result<Dataset> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("cannot read {}", path.display()))?;
+        let mut data = Dataset::default();
+        for (n, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() {
+                continue;
+            }
+            let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            let parsed: Result<Vec<f64>, _> = cells.iter().map(|c| c.parse::<f64>()).collect();
+            let Ok(values) = parsed else {
+                if n == 0 {
+                    continue; // header
+                }
+                bail!(
+                    "{} line {}: not a number in every column",
+                    path.display(),
+                    n + 1
+                );
+            };
+            if values.len() != features + 1 {
+                bail!(
+                    "{} line {}: {} columns, expected {} ({features} features + label)",
+                    path.display(),
+                    n + 1,
+                    values.len(),
+                    features + 1
+                );
+            }
+            let label = values[features];
+            if label < 0.0 || label.fract() != 0.0 {
+                bail!(
+                    "{} line {}: label {label} is not a class index",
+                    path.display(),
+                    n + 1
+                );
+            }
+            if values.iter().any(|v| !v.is_finite()) {
+                bail!("{} line {}: NaN or infinite value", path.display(), n + 1);
+            }
+            data.features.push(values[..features].to_vec());
+            data.labels.push(label as usize);
+        }
+        if data.features.is_empty() {
+            bail!("{}: no data rows", path.display());
+        }
+        Ok(data)
+    }
+}
+
+#[derive(Deserialize)]
+struct RawProperty {
+    id: serde_json::Value,
+    x: serde_json::Value,
+    lower_bounds: serde_json::Value,
+    upper_bounds: serde_json::Value,
+    #[serde(default)]
+    y: Option<serde_json::Value>,
+    #[serde(default)]
+    ball_size: Option<f64>,
+}
+
+/// Reads a CEG4N property file: a JSON list of boxes (nested arrays are flattened).
+pub fn load_properties(path: &Path, features: usize) -> Result<Vec<Property>> {
+    let text =
+        std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
+    let raw: Vec<RawProperty> = serde_json::from_str(&text).map_err(|e| {
+        anyhow!(
+            "{}: not a CEG4N property file ({e}); expected a JSON list of {{id, x, lower_bounds, upper_bounds, y}}, or use a .csv",
+            path.display()
+        )
+    })?;
+    if raw.is_empty() {
+        bail!("{}: no properties", path.display());
+    }
+    raw.into_iter()
+        .map(|r| {
+            let id = match &r.id {
+                serde_json::Value::String(s) => s.clone(),
+                other => other.to_string(),
+            };
+            let vector = |v: &serde_json::Value, what: &str| -> Result<Vec<f64>> {
+                let flat = flatten(v).ok_or_else(|| {
+                    anyhow!(
+                        "{} property {id}: `{what}` is not a (nested) list of numbers",
+                        path.display()
+                    )
+                })?;
+                if flat.len() != features {
+                    bail!(
+                        "{} property {id}: `{what}` has {} values, the model takes {features}",
+                        path.display(),
+                        flat.len()
+                    );
+                }
+                Ok(flat)
+            };
+            let (x, lower, upper) = (
+                vector(&r.x, "x")?,
+                vector(&r.lower_bounds, "lower_bounds")?,
+                vector(&r.upper_bounds, "upper_bounds")?,
+            );
+            if lower.iter().zip(&upper).any(|(l, u)| l > u) {
+                bail!(
+                    "{} property {id}: a lower bound exceeds its upper bound",
+                    path.display()
+                );
+            }
+            let y = match &r.y {
+                Some(v) => Some(flatten(v).ok_or_else(|| {
+                    anyhow!(
+                        "{} property {id}: `y` is not a list of numbers",
+                        path.display()
+                    )
+                })?),
+                None => None,
+            };
+            Ok(Property {
+                id,
+                x,
+                lower,
+                upper,
+                y,
+                ball_size: r.ball_size,
+            })
+        })
+        .collect()
+}
+
+fn flatten(v: &serde_json::Value) -> Option<Vec<f64>> {
+    match v {
+        serde_json::Value::Number(n) => n.as_f64().map(|x| vec![x]),
+        serde_json::Value::Array(items) => {
+            let mut out = Vec::new();
+            for item in items {
+                out.extend(flatten(item)?);
+            }
+            Some(out)
+        }
+        _ => None,
+    }
+}

@@ -1,0 +1,201 @@
+//! The integer network: every parameter an integer, evaluated on the host by calling
+//! ceg4n-runtime — the very functions the generated firmware runs.
+
+use ceg4n_runtime::{dense_accumulate, dense_requantize, ActRange, Requant};
+use serde::Serialize;
+
+/// A quantized network, the exact object that is verified and deployed.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntNetwork {
+    /// How real inputs become integers.
+    pub input: InputFormat,
+    /// Layers, input side first; the last one outputs [`LayerOutput::Logits`].
+    pub layers: Vec<IntLayer>,
+}
+
+/// Signed fixed point: an input `x` is stored as `q = clamp(floor(x * 2^frac_bits + 1/2))` in
+/// `bits` bits, i.e. with scale `2^-frac_bits`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct InputFormat {
+    /// Total width, sign included (2..=16).
+    pub bits: u32,
+    /// Fractional bits (may be negative for inputs of large magnitude).
+    pub frac_bits: i32,
+}
+
+/// The width of a layer's accumulator, chosen from a proven bound.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AccWidth {
+    /// Fits `i32`.
+    I32,
+    /// Needs `i64`.
+    I64,
+}
+
+/// Bias at accumulator scale, in the accumulator's type.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Bias {
+    /// For `AccWidth::I32` layers.
+    I32(Vec<i32>),
+    /// For `AccWidth::I64` layers.
+    I64(Vec<i64>),
+}
+
+/// What a layer hands on.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum LayerOutput {
+    /// Requantized, saturated activations (hidden layers).
+    Activations {
+        /// Activation width in bits.
+        bits: u32,
+        /// Whether a ReLU is fused (unsigned range).
+        relu: bool,
+        /// The saturation range.
+        #[serde(skip)]
+        range: ActRange,
+        /// One step per output (all equal under per-layer scaling).
+        #[serde(skip)]
+        requant: Vec<Requant>,
+        /// Real value of one activation step.
+        scale: f64,
+    },
+    /// Raw accumulators: the logits (last layer), of real value `acc * acc_scale`.
+    Logits,
+}
+
+/// One quantized dense layer.
+#[derive(Clone, Debug, Serialize)]
+pub struct IntLayer {
+    /// Number of inputs.
+    pub inputs: usize,
+    /// Number of outputs.
+    pub outputs: usize,
+    /// Weight width in bits (2..=16); every weight lies in `±(2^(bits-1) - 1)`.
+    pub weight_bits: u32,
+    /// Row-major `[outputs][inputs]`.
+    #[serde(skip)]
+    pub weights: Vec<i16>,
+    /// Bias at accumulator scale.
+    #[serde(skip)]
+    pub bias: Bias,
+    /// Accumulator width.
+    pub accumulator: AccWidth,
+    /// Largest `|bias| + sum |w| * max|a|` over outputs: the proven accumulator bound.
+    pub accumulator_bound: i128,
+    /// Real value of one accumulator step, per output.
+    #[serde(skip)]
+    pub acc_scale: Vec<f64>,
+    /// Whether weights are scaled per output channel.
+    pub per_channel: bool,
+    /// Output handling.
+    pub output: LayerOutput,
+}
+
+impl InputFormat {
+    /// The integer range of an input.
+    pub fn range(&self) -> ActRange {
+        ActRange::signed(self.bits)
+    }
+
+    /// Real value of one input step.
+    pub fn scale(&self) -> f64 {
+        (-self.frac_bits as f64).exp2()
+    }
+
+    /// `clamp(floor(x * 2^frac_bits + 1/2))`: exact for f32 inputs (scaling by a power of two
+    /// is exact in f64 and the sum is exact below 2^52).
+    pub fn quantize(&self, x: f64) -> i32 {
+        let v = (x * (self.frac_bits as f64).exp2() + 0.5).floor();
+        let r = self.range();
+        if v.is_nan() {
+            0
+        } else {
+            v.clamp(r.min as f64, r.max as f64) as i32
+        }
+    }
+}
+
+impl IntNetwork {
+    /// Number of inputs.
+    pub fn input_len(&self) -> usize {
+        self.layers.first().map_or(0, |l| l.inputs)
+    }
+
+    /// Quantizes a real input vector.
+    pub fn quantize_input(&self, x: &[f64]) -> Vec<i32> {
+        x.iter().map(|v| self.input.quantize(*v)).collect()
+    }
+
+    /// The integer logits for an already quantized input, computed by ceg4n-runtime.
+    pub fn logits_q(&self, input: &[i32]) -> Vec<i64> {
+        let mut activations: Vec<i32> = input.to_vec();
+        for layer in &self.layers {
+            match &layer.output {
+                LayerOutput::Activations { range, requant, .. } => {
+                    let mut out = vec![0i32; layer.outputs];
+                    match &layer.bias {
+                        Bias::I32(b) => dense_requantize(
+                            &activations,
+                            &layer.weights,
+                            b,
+                            requant,
+                            *range,
+                            &mut out,
+                        ),
+                        Bias::I64(b) => dense_requantize(
+                            &activations,
+                            &layer.weights,
+                            b,
+                            requant,
+                            *range,
+                            &mut out,
+                        ),
+                    }
+                    activations = out;
+                }
+                LayerOutput::Logits => {
+                    return match &layer.bias {
+                        Bias::I32(b) => {
+                            let mut out = vec![0i32; layer.outputs];
+                            dense_accumulate(&activations, &layer.weights, b, &mut out);
+                            out.into_iter().map(i64::from).collect()
+                        }
+                        Bias::I64(b) => {
+                            let mut out = vec![0i64; layer.outputs];
+                            dense_accumulate(&activations, &layer.weights, b, &mut out);
+                            out
+                        }
+                    };
+                }
+            }
+        }
+        activations.into_iter().map(i64::from).collect()
+    }
+
+    /// The integer logits of a real input (quantized first).
+    pub fn logits(&self, x: &[f64]) -> Vec<i64> {
+        self.logits_q(&self.quantize_input(x))
+    }
+
+    /// The logits as real numbers (`acc * acc_scale`).
+    pub fn dequantized_logits(&self, x: &[f64]) -> Vec<f64> {
+        let scale = self
+            .layers
+            .last()
+            .map(|l| l.acc_scale.clone())
+            .unwrap_or_default();
+        self.logits(x)
+            .iter()
+            .zip(scale)
+            .map(|(q, s)| *q as f64 * s)
+            .collect()
+    }
+
+    /// The predicted class (argmax of the integer logits, lowest index on ties).
+    pub fn classify(&self, x: &[f64]) -> usize {
+        ceg4n_runtime::argmax(&self.logits(x))
+    }
+}

@@ -1,0 +1,364 @@
+//! Float network + bit-widths + calibration → [`IntNetwork`].
+//!
+//! Symmetric weights (per layer, or per output channel for hidden layers), bias at the
+//! accumulator scale, per-tensor activation scales from a calibration of the largest activation,
+//! requantization by a 31-bit multiplier and a shift. Input operations (normalisation) are
+//! folded into the first layer here, in f64, so the integer network takes the raw input.
+
+use anyhow::{bail, Result};
+use ceg4n_runtime::{weight_range, ActRange, Requant, MAX_BITS, MIN_BITS};
+use ndarray::{Array1, Array2};
+use serde::Serialize;
+
+use crate::data::Property;
+use crate::int_model::{AccWidth, Bias, InputFormat, IntLayer, IntNetwork, LayerOutput};
+use crate::ir::{Activation, InputOp, Network};
+
+/// Bit-widths of one quantization.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct QuantConfig {
+    /// Weight bits per layer.
+    pub weight_bits: Vec<u32>,
+    /// Activation bits per hidden layer (the last layer outputs raw accumulators).
+    pub act_bits: Vec<u32>,
+    /// Input width in bits.
+    pub input_bits: u32,
+    /// Scale hidden-layer weights per output channel instead of per layer.
+    pub per_channel: bool,
+}
+
+/// The default input width.
+pub const DEFAULT_INPUT_BITS: u32 = 16;
+
+impl QuantConfig {
+    /// Expands per-network bit lists: one value applies to every layer, otherwise one value per
+    /// layer (weights) or per hidden layer (activations; a value for the last layer is accepted
+    /// and ignored, since logits stay at accumulator width).
+    pub fn for_network(
+        net: &Network,
+        weight_bits: &[u32],
+        act_bits: &[u32],
+        input_bits: u32,
+        per_channel: bool,
+    ) -> Result<QuantConfig> {
+        let layers = net.layers.len();
+        let hidden = layers - 1;
+        let expand = |values: &[u32], n: usize, accept: &[usize], what: &str| -> Result<Vec<u32>> {
+            for v in values {
+                check_bits(*v, what)?;
+            }
+            match values.len() {
+                1 => Ok(vec![values[0]; n]),
+                len if accept.contains(&len) => Ok(values[..n].to_vec()),
+                len => bail!(
+                    "{what} lists {len} values; the network has {layers} layers: give one value or {}",
+                    accept.iter().map(|a| a.to_string()).collect::<Vec<_>>().join(" or ")
+                ),
+            }
+        };
+        check_bits(input_bits, "--input-bits")?;
+        Ok(QuantConfig {
+            weight_bits: expand(weight_bits, layers, &[layers], "--bits")?,
+            act_bits: expand(act_bits, hidden, &[hidden, layers], "--act-bits")?,
+            input_bits,
+            per_channel,
+        })
+    }
+}
+
+/// Checks a bit-width against the supported range.
+pub fn check_bits(bits: u32, what: &str) -> Result<()> {
+    if !(MIN_BITS..=MAX_BITS).contains(&bits) {
+        bail!("{what} {bits} is out of range; supported widths: {MIN_BITS}..={MAX_BITS} bits");
+    }
+    Ok(())
+}
+
+/// The largest magnitudes seen (or proven) at the input and after every layer.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+pub struct Calibration {
+    /// Largest |x| over every raw input feature.
+    pub input_max_abs: f64,
+    /// Largest |activation| after each layer (after its activation function).
+    pub layer_max_abs: Vec<f64>,
+}
+
+impl Calibration {
+    /// From sample points (float forward passes).
+    pub fn from_points<'a>(
+        net: &Network,
+        points: impl IntoIterator<Item = &'a Vec<f64>>,
+    ) -> Calibration {
+        let mut cal = Calibration {
+            input_max_abs: 0.0,
+            layer_max_abs: vec![0.0; net.layers.len()],
+        };
+        for x in points {
+            cal.input_max_abs = x.iter().fold(cal.input_max_abs, |m, v| m.max(v.abs()));
+            for (m, out) in cal.layer_max_abs.iter_mut().zip(net.layer_outputs(x)) {
+                *m = out.iter().fold(*m, |m, v| m.max(v.abs()));
+            }
+        }
+        cal
+    }
+
+    /// From input boxes, by interval propagation: a sound bound on every activation inside the
+    /// boxes, so no activation saturates there in the float network's terms.
+    pub fn from_boxes(net: &Network, boxes: &[Property]) -> Calibration {
+        let mut cal = Calibration {
+            input_max_abs: 0.0,
+            layer_max_abs: vec![0.0; net.layers.len()],
+        };
+        for b in boxes {
+            cal.input_max_abs = b
+                .lower
+                .iter()
+                .chain(&b.upper)
+                .fold(cal.input_max_abs, |m, v| m.max(v.abs()));
+            let (mut lo, mut hi) = preprocess_interval(net, &b.lower, &b.upper);
+            for (l, m) in net.layers.iter().zip(cal.layer_max_abs.iter_mut()) {
+                let (next_lo, next_hi) =
+                    dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
+                *m = next_lo
+                    .iter()
+                    .chain(&next_hi)
+                    .fold(*m, |m, v| m.max(v.abs()));
+                (lo, hi) = (next_lo, next_hi);
+            }
+        }
+        cal
+    }
+
+    /// The larger of two calibrations, element by element.
+    pub fn union(&self, other: &Calibration) -> Calibration {
+        Calibration {
+            input_max_abs: self.input_max_abs.max(other.input_max_abs),
+            layer_max_abs: self
+                .layer_max_abs
+                .iter()
+                .zip(&other.layer_max_abs)
+                .map(|(a, b)| a.max(*b))
+                .collect(),
+        }
+    }
+}
+
+fn preprocess_interval(net: &Network, lower: &[f64], upper: &[f64]) -> (Vec<f64>, Vec<f64>) {
+    let (a, b) = (net.preprocess(lower), net.preprocess(upper));
+    // Elementwise affine maps are monotone per feature (increasing or decreasing).
+    a.iter()
+        .zip(&b)
+        .map(|(x, y)| (x.min(*y), x.max(*y)))
+        .unzip()
+}
+
+fn dense_interval(
+    weights: &Array2<f32>,
+    bias: &Array1<f32>,
+    lo: &[f64],
+    hi: &[f64],
+    activation: Activation,
+) -> (Vec<f64>, Vec<f64>) {
+    weights
+        .rows()
+        .into_iter()
+        .zip(bias)
+        .map(|(row, b)| {
+            let (mut l, mut h) = (*b as f64, *b as f64);
+            for ((w, x_lo), x_hi) in row.iter().zip(lo).zip(hi) {
+                let w = *w as f64;
+                let (p, q) = (w * x_lo, w * x_hi);
+                l += p.min(q);
+                h += p.max(q);
+            }
+            match activation {
+                Activation::None => (l, h),
+                Activation::Relu => (l.max(0.0), h.max(0.0)),
+            }
+        })
+        .unzip()
+}
+
+/// The first layer with the input operations folded in: `x' = alpha * x + beta` per feature,
+/// so `W x' + b = (W diag(alpha)) x + (b + W beta)`. All in f64.
+fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
+    let n = net.input_len();
+    let (mut alpha, mut beta) = (vec![1.0f64; n], vec![0.0f64; n]);
+    for op in &net.input_ops {
+        for i in 0..n {
+            let c = op.constant()[i] as f64;
+            match op {
+                InputOp::Add(_) => beta[i] += c,
+                InputOp::Sub(_) => beta[i] -= c,
+                InputOp::Mul(_) => {
+                    alpha[i] *= c;
+                    beta[i] *= c;
+                }
+                InputOp::Div(_) => {
+                    alpha[i] /= c;
+                    beta[i] /= c;
+                }
+            }
+        }
+    }
+    net.layers
+        .iter()
+        .enumerate()
+        .map(|(l, layer)| {
+            let w = layer.weights.mapv(f64::from);
+            let b = layer.bias.mapv(f64::from);
+            if l > 0 {
+                return (w, b);
+            }
+            let folded_b = &b + &w.dot(&Array1::from(beta.clone()));
+            let folded_w = &w * &Array1::from(alpha.clone());
+            (folded_w, folded_b)
+        })
+        .collect()
+}
+
+/// Quantizes `net` at `config`, with activation scales from `cal`.
+pub fn quantize(net: &Network, config: &QuantConfig, cal: &Calibration) -> Result<IntNetwork> {
+    let input = input_format(config.input_bits, cal.input_max_abs);
+    let mut in_scale = input.scale();
+    let mut in_max_abs = input.range().min.unsigned_abs() as i128;
+    let last = net.layers.len() - 1;
+    let mut layers = Vec::with_capacity(net.layers.len());
+    for (l, ((w, b), layer)) in effective_layers(net)
+        .into_iter()
+        .zip(&net.layers)
+        .enumerate()
+    {
+        let bits = config.weight_bits[l];
+        let per_channel = config.per_channel && l != last;
+        let qmax = weight_range(bits).max as f64;
+        let row_scale = |row: ndarray::ArrayView1<f64>| {
+            let m = row.iter().fold(0.0f64, |m, v| m.max(v.abs()));
+            if m > 0.0 {
+                m / qmax
+            } else {
+                1.0
+            }
+        };
+        let w_scales: Vec<f64> = if per_channel {
+            w.rows().into_iter().map(row_scale).collect()
+        } else {
+            vec![row_scale(w.view().into_shape_with_order(w.len())?); w.nrows()]
+        };
+        let weights: Vec<i16> = w
+            .rows()
+            .into_iter()
+            .zip(&w_scales)
+            .flat_map(|(row, s)| {
+                row.iter()
+                    .map(|v| (v / s).round().clamp(-qmax, qmax) as i16)
+                    .collect::<Vec<_>>()
+            })
+            .collect();
+        let acc_scale: Vec<f64> = w_scales.iter().map(|s| s * in_scale).collect();
+        let bias_q: Vec<i64> = b
+            .iter()
+            .zip(&acc_scale)
+            .map(|(b, s)| (b / s).round() as i64)
+            .collect();
+        let bound = weights
+            .chunks(w.ncols().max(1))
+            .zip(&bias_q)
+            .map(|(row, b)| {
+                (*b as i128).abs()
+                    + row.iter().map(|w| (*w as i128).abs()).sum::<i128>() * in_max_abs
+            })
+            .max()
+            .unwrap_or(0);
+        if bound > i64::MAX as i128 / 2 {
+            bail!("layer {l}: accumulator bound {bound} exceeds 63 bits; use fewer input/activation bits");
+        }
+        let accumulator = if bound <= i32::MAX as i128 {
+            AccWidth::I32
+        } else {
+            AccWidth::I64
+        };
+        let bias = match accumulator {
+            AccWidth::I32 => Bias::I32(bias_q.iter().map(|b| *b as i32).collect()),
+            AccWidth::I64 => Bias::I64(bias_q),
+        };
+        let output = if l == last {
+            LayerOutput::Logits
+        } else {
+            let act_bits = config.act_bits[l];
+            let relu = layer.activation == Activation::Relu;
+            let range = if relu {
+                ActRange::relu(act_bits)
+            } else {
+                ActRange::signed(act_bits)
+            };
+            let max_abs = cal.layer_max_abs[l];
+            let scale = if max_abs > 0.0 {
+                max_abs / range.max as f64
+            } else {
+                1.0
+            };
+            let requant = acc_scale
+                .iter()
+                .map(|s| requant_step(s / scale))
+                .collect::<Result<Vec<_>>>()?;
+            in_scale = scale;
+            in_max_abs = range.min.unsigned_abs().max(range.max.unsigned_abs()) as i128;
+            LayerOutput::Activations {
+                bits: act_bits,
+                relu,
+                range,
+                requant,
+                scale,
+            }
+        };
+        layers.push(IntLayer {
+            inputs: w.ncols(),
+            outputs: w.nrows(),
+            weight_bits: bits,
+            weights,
+            bias,
+            accumulator,
+            accumulator_bound: bound,
+            acc_scale,
+            per_channel,
+            output,
+        });
+    }
+    Ok(IntNetwork { input, layers })
+}
+
+/// The input format of `bits` bits with the most fractional bits that still holds `max_abs`.
+pub fn input_format(bits: u32, max_abs: f64) -> InputFormat {
+    let top = ((1i64 << (bits - 1)) - 1) as f64;
+    let frac_bits = if max_abs > 0.0 && max_abs.is_finite() {
+        (top / max_abs).log2().floor() as i32
+    } else {
+        bits as i32 - 1
+    };
+    InputFormat {
+        bits,
+        frac_bits: frac_bits.clamp(-32, 32),
+    }
+}
+
+/// `multiplier / 2^shift ≈ m` with the multiplier in `2^30..2^31` where the shift range allows.
+pub fn requant_step(m: f64) -> Result<Requant> {
+    if !(m.is_finite() && m > 0.0) {
+        bail!("requantization multiplier {m} is not a positive number");
+    }
+    let mut shift = (30 - m.log2().floor() as i64).clamp(0, ceg4n_runtime::MAX_SHIFT as i64);
+    loop {
+        let multiplier = (m * (shift as f64).exp2()).round();
+        if multiplier <= i32::MAX as f64 {
+            return Ok(Requant {
+                multiplier: multiplier as i32,
+                shift: shift as u8,
+            });
+        }
+        if shift == 0 {
+            bail!("requantization multiplier {m} is too large (activation scale too small)");
+        }
+        shift -= 1;
+    }
+}
