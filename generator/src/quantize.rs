@@ -27,6 +27,9 @@ pub struct QuantConfig {
     pub per_channel: bool,
 }
 
+/// Random points drawn inside each box for calibration.
+pub const CALIBRATION_SAMPLES_PER_BOX: usize = 256;
+
 /// The default input width.
 pub const DEFAULT_INPUT_BITS: u32 = 16;
 
@@ -102,9 +105,41 @@ impl Calibration {
         cal
     }
 
-    /// From input boxes, by interval propagation: a sound bound on every activation inside the
-    /// boxes, so no activation saturates there in the float network's terms.
+    /// From input boxes: their centres, corners (all of them up to 8 inputs, else a sample) and
+    /// uniform samples inside them. An empirical range, as post-training quantization uses;
+    /// values beyond it saturate, and that saturation is part of what the verifier proves.
     pub fn from_boxes(net: &Network, boxes: &[Property]) -> Calibration {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xCE64);
+        let mut points = Vec::new();
+        for b in boxes {
+            points.push(b.x.clone());
+            let n = b.lower.len();
+            let corners = if n <= 8 { 1usize << n } else { 256 };
+            for c in 0..corners {
+                points.push(
+                    (0..n)
+                        .map(|i| {
+                            let upper = if n <= 8 { (c >> i) & 1 == 1 } else { rng.random() };
+                            if upper { b.upper[i] } else { b.lower[i] }
+                        })
+                        .collect(),
+                );
+            }
+            for _ in 0..CALIBRATION_SAMPLES_PER_BOX {
+                points.push(
+                    (0..n)
+                        .map(|i| b.lower[i] + (b.upper[i] - b.lower[i]) * rng.random::<f64>())
+                        .collect(),
+                );
+            }
+        }
+        Calibration::from_points(net, &points)
+    }
+
+    /// Sound bounds on every activation inside the boxes by interval propagation (loose for
+    /// deep networks, so not the default calibration).
+    pub fn interval_bounds(net: &Network, boxes: &[Property]) -> Calibration {
         let mut cal = Calibration {
             input_max_abs: 0.0,
             layer_max_abs: vec![0.0; net.layers.len()],
@@ -117,12 +152,8 @@ impl Calibration {
                 .fold(cal.input_max_abs, |m, v| m.max(v.abs()));
             let (mut lo, mut hi) = preprocess_interval(net, &b.lower, &b.upper);
             for (l, m) in net.layers.iter().zip(cal.layer_max_abs.iter_mut()) {
-                let (next_lo, next_hi) =
-                    dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
-                *m = next_lo
-                    .iter()
-                    .chain(&next_hi)
-                    .fold(*m, |m, v| m.max(v.abs()));
+                let (next_lo, next_hi) = dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
+                *m = next_lo.iter().chain(&next_hi).fold(*m, |m, v| m.max(v.abs()));
                 (lo, hi) = (next_lo, next_hi);
             }
         }
