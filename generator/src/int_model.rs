@@ -13,14 +13,17 @@ pub struct IntNetwork {
     pub layers: Vec<IntLayer>,
 }
 
-/// Signed fixed point: an input `x` is stored as `q = clamp(floor(x * 2^frac_bits + 1/2))` in
-/// `bits` bits, i.e. with scale `2^-frac_bits`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+/// Signed fixed point, one format per feature: feature `i` is stored as
+/// `q = clamp(floor(x * 2^frac_bits[i] + 1/2))` in `bits` bits, i.e. with scale `2^-frac_bits[i]`.
+///
+/// Per-feature formats keep small features precise next to large ones (raw sensor units, e.g.
+/// wine's proline in the thousands beside hue below one).
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct InputFormat {
     /// Total width, sign included (2..=16).
     pub bits: u32,
-    /// Fractional bits (may be negative for inputs of large magnitude).
-    pub frac_bits: i32,
+    /// Fractional bits per feature (negative for inputs of large magnitude).
+    pub frac_bits: Vec<i32>,
 }
 
 /// The width of a layer's accumulator, chosen from a proven bound.
@@ -100,15 +103,15 @@ impl InputFormat {
         ActRange::signed(self.bits)
     }
 
-    /// Real value of one input step.
-    pub fn scale(&self) -> f64 {
-        (-self.frac_bits as f64).exp2()
+    /// Real value of one step of feature `i`.
+    pub fn scale(&self, i: usize) -> f64 {
+        (-self.frac_bits.get(i).copied().unwrap_or(0) as f64).exp2()
     }
 
-    /// `clamp(floor(x * 2^frac_bits + 1/2))`: exact for f32 inputs (scaling by a power of two
-    /// is exact in f64 and the sum is exact below 2^52).
-    pub fn quantize(&self, x: f64) -> i32 {
-        let v = (x * (self.frac_bits as f64).exp2() + 0.5).floor();
+    /// Feature `i` as `clamp(floor(x * 2^frac_bits[i] + 1/2))`: exact for f32 inputs (scaling by
+    /// a power of two is exact in f64 and the sum is exact below 2^52).
+    pub fn quantize(&self, i: usize, x: f64) -> i32 {
+        let v = (x / self.scale(i) + 0.5).floor();
         let r = self.range();
         if v.is_nan() {
             0
@@ -126,7 +129,10 @@ impl IntNetwork {
 
     /// Quantizes a real input vector.
     pub fn quantize_input(&self, x: &[f64]) -> Vec<i32> {
-        x.iter().map(|v| self.input.quantize(*v)).collect()
+        x.iter()
+            .enumerate()
+            .map(|(i, v)| self.input.quantize(i, *v))
+            .collect()
     }
 
     /// The integer logits for an already quantized input, computed by ceg4n-runtime.

@@ -58,6 +58,9 @@ enum Command {
         /// Scale hidden-layer weights per output channel.
         #[arg(long)]
         per_channel: bool,
+        /// One input fixed-point format for all features (default: one per feature).
+        #[arg(long)]
+        uniform_input: bool,
         /// Calibrate activation ranges on this CSV/property file instead of --data.
         #[arg(long)]
         calib: Option<PathBuf>,
@@ -89,12 +92,22 @@ fn run(cli: Cli) -> Result<ExitCode> {
             act_bits,
             input_bits,
             per_channel,
+            uniform_input,
             calib,
             json,
         } => {
             let net = import_path(&model)?;
             let config = bits
-                .map(|b| QuantConfig::for_network(&net, &b, &act_bits, input_bits, per_channel))
+                .map(|b| {
+                    QuantConfig::for_network(
+                        &net,
+                        &b,
+                        &act_bits,
+                        input_bits,
+                        per_channel,
+                        uniform_input,
+                    )
+                })
                 .transpose()?;
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
         }
@@ -288,11 +301,8 @@ fn eval(
     if let Some((int_net, acc, agree)) = &quantized {
         let c = config.expect("quantized only with a config");
         println!(
-            "quantized accuracy   {acc:.4}  (weights {:?} bits, activations {:?} bits, input Q{}.{})",
-            c.weight_bits,
-            c.act_bits,
-            int_net.input.bits as i32 - int_net.input.frac_bits,
-            int_net.input.frac_bits
+            "quantized accuracy   {acc:.4}  (weights {:?} bits, activations {:?} bits, input {} bits with fractional bits {:?})",
+            c.weight_bits, c.act_bits, int_net.input.bits, int_net.input.frac_bits
         );
         println!("same class as float  {agree:.4}");
     }

@@ -25,6 +25,8 @@ pub struct QuantConfig {
     pub input_bits: u32,
     /// Scale hidden-layer weights per output channel instead of per layer.
     pub per_channel: bool,
+    /// One input fixed-point format for every feature instead of one per feature.
+    pub uniform_input: bool,
 }
 
 /// Random points drawn inside each box for calibration.
@@ -43,6 +45,7 @@ impl QuantConfig {
         act_bits: &[u32],
         input_bits: u32,
         per_channel: bool,
+        uniform_input: bool,
     ) -> Result<QuantConfig> {
         let layers = net.layers.len();
         let hidden = layers - 1;
@@ -65,6 +68,7 @@ impl QuantConfig {
             act_bits: expand(act_bits, hidden, &[hidden, layers], "--act-bits")?,
             input_bits,
             per_channel,
+            uniform_input,
         })
     }
 }
@@ -80,8 +84,8 @@ pub fn check_bits(bits: u32, what: &str) -> Result<()> {
 /// The largest magnitudes seen (or proven) at the input and after every layer.
 #[derive(Clone, Debug, PartialEq, Serialize)]
 pub struct Calibration {
-    /// Largest |x| over every raw input feature.
-    pub input_max_abs: f64,
+    /// Largest |x| of each raw input feature.
+    pub input_max_abs: Vec<f64>,
     /// Largest |activation| after each layer (after its activation function).
     pub layer_max_abs: Vec<f64>,
 }
@@ -92,12 +96,9 @@ impl Calibration {
         net: &Network,
         points: impl IntoIterator<Item = &'a Vec<f64>>,
     ) -> Calibration {
-        let mut cal = Calibration {
-            input_max_abs: 0.0,
-            layer_max_abs: vec![0.0; net.layers.len()],
-        };
+        let mut cal = Calibration::empty(net);
         for x in points {
-            cal.input_max_abs = x.iter().fold(cal.input_max_abs, |m, v| m.max(v.abs()));
+            cal.observe_input(x);
             for (m, out) in cal.layer_max_abs.iter_mut().zip(net.layer_outputs(x)) {
                 *m = out.iter().fold(*m, |m, v| m.max(v.abs()));
             }
@@ -120,8 +121,16 @@ impl Calibration {
                 points.push(
                     (0..n)
                         .map(|i| {
-                            let upper = if n <= 8 { (c >> i) & 1 == 1 } else { rng.random() };
-                            if upper { b.upper[i] } else { b.lower[i] }
+                            let upper = if n <= 8 {
+                                (c >> i) & 1 == 1
+                            } else {
+                                rng.random()
+                            };
+                            if upper {
+                                b.upper[i]
+                            } else {
+                                b.lower[i]
+                            }
                         })
                         .collect(),
                 );
@@ -140,20 +149,18 @@ impl Calibration {
     /// Sound bounds on every activation inside the boxes by interval propagation (loose for
     /// deep networks, so not the default calibration).
     pub fn interval_bounds(net: &Network, boxes: &[Property]) -> Calibration {
-        let mut cal = Calibration {
-            input_max_abs: 0.0,
-            layer_max_abs: vec![0.0; net.layers.len()],
-        };
+        let mut cal = Calibration::empty(net);
         for b in boxes {
-            cal.input_max_abs = b
-                .lower
-                .iter()
-                .chain(&b.upper)
-                .fold(cal.input_max_abs, |m, v| m.max(v.abs()));
+            cal.observe_input(&b.lower);
+            cal.observe_input(&b.upper);
             let (mut lo, mut hi) = preprocess_interval(net, &b.lower, &b.upper);
             for (l, m) in net.layers.iter().zip(cal.layer_max_abs.iter_mut()) {
-                let (next_lo, next_hi) = dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
-                *m = next_lo.iter().chain(&next_hi).fold(*m, |m, v| m.max(v.abs()));
+                let (next_lo, next_hi) =
+                    dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
+                *m = next_lo
+                    .iter()
+                    .chain(&next_hi)
+                    .fold(*m, |m, v| m.max(v.abs()));
                 (lo, hi) = (next_lo, next_hi);
             }
         }
@@ -163,15 +170,27 @@ impl Calibration {
     /// The larger of two calibrations, element by element.
     pub fn union(&self, other: &Calibration) -> Calibration {
         Calibration {
-            input_max_abs: self.input_max_abs.max(other.input_max_abs),
-            layer_max_abs: self
-                .layer_max_abs
-                .iter()
-                .zip(&other.layer_max_abs)
-                .map(|(a, b)| a.max(*b))
-                .collect(),
+            input_max_abs: max_each(&self.input_max_abs, &other.input_max_abs),
+            layer_max_abs: max_each(&self.layer_max_abs, &other.layer_max_abs),
         }
     }
+
+    fn empty(net: &Network) -> Calibration {
+        Calibration {
+            input_max_abs: vec![0.0; net.input_len()],
+            layer_max_abs: vec![0.0; net.layers.len()],
+        }
+    }
+
+    fn observe_input(&mut self, x: &[f64]) {
+        for (m, v) in self.input_max_abs.iter_mut().zip(x) {
+            *m = m.max(v.abs());
+        }
+    }
+}
+
+fn max_each(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).map(|(x, y)| x.max(*y)).collect()
 }
 
 fn preprocess_interval(net: &Network, lower: &[f64], upper: &[f64]) -> (Vec<f64>, Vec<f64>) {
@@ -250,16 +269,22 @@ fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
 
 /// Quantizes `net` at `config`, with activation scales from `cal`.
 pub fn quantize(net: &Network, config: &QuantConfig, cal: &Calibration) -> Result<IntNetwork> {
-    let input = input_format(config.input_bits, cal.input_max_abs);
-    let mut in_scale = input.scale();
+    let input = input_format(config.input_bits, &cal.input_max_abs, config.uniform_input);
+    // The first layer sees integers: its effective weights absorb each feature's scale.
+    let mut in_scale = 1.0;
     let mut in_max_abs = input.range().min.unsigned_abs() as i128;
     let last = net.layers.len() - 1;
     let mut layers = Vec::with_capacity(net.layers.len());
-    for (l, ((w, b), layer)) in effective_layers(net)
+    for (l, ((mut w, b), layer)) in effective_layers(net)
         .into_iter()
         .zip(&net.layers)
         .enumerate()
     {
+        if l == 0 {
+            for (mut column, f) in w.columns_mut().into_iter().zip(&input.frac_bits) {
+                column *= (-*f as f64).exp2();
+            }
+        }
         let bits = config.weight_bits[l];
         let per_channel = config.per_channel && l != last;
         let qmax = weight_range(bits).max as f64;
@@ -359,18 +384,35 @@ pub fn quantize(net: &Network, config: &QuantConfig, cal: &Calibration) -> Resul
     Ok(IntNetwork { input, layers })
 }
 
-/// The input format of `bits` bits with the most fractional bits that still holds `max_abs`.
-pub fn input_format(bits: u32, max_abs: f64) -> InputFormat {
+/// The input format of `bits` bits with, per feature, the most fractional bits that still hold
+/// its largest magnitude; with `uniform`, one format (the coarsest) for every feature.
+pub fn input_format(bits: u32, max_abs: &[f64], uniform: bool) -> InputFormat {
     let top = ((1i64 << (bits - 1)) - 1) as f64;
-    let frac_bits = if max_abs > 0.0 && max_abs.is_finite() {
-        (top / max_abs).log2().floor() as i32
-    } else {
-        bits as i32 - 1
-    };
-    InputFormat {
-        bits,
-        frac_bits: frac_bits.clamp(-32, 32),
-    }
+    let fitted: Vec<Option<i32>> = max_abs
+        .iter()
+        .map(|m| {
+            (*m > 0.0 && m.is_finite()).then(|| ((top / m).log2().floor() as i32).clamp(-32, 32))
+        })
+        .collect();
+    // A feature never seen away from zero gets the coarsest format of the others, so that a
+    // value outside the calibration data is not clipped at once.
+    let coarsest = fitted
+        .iter()
+        .flatten()
+        .copied()
+        .min()
+        .unwrap_or(bits as i32 - 1);
+    let frac_bits = fitted
+        .iter()
+        .map(|f| {
+            if uniform {
+                coarsest
+            } else {
+                f.unwrap_or(coarsest)
+            }
+        })
+        .collect();
+    InputFormat { bits, frac_bits }
 }
 
 /// `multiplier / 2^shift ≈ m` with the multiplier in `2^30..2^31` where the shift range allows.
