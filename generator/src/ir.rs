@@ -97,15 +97,13 @@ impl Network {
     pub fn output_len(&self) -> usize {
         self.layers.last().map_or(0, Dense::outputs)
     }
-    /// Number of parameters (weights and biases of every layer, plus input-op constants).
+    /// Number of parameters: weights and biases of every layer (input normalisation constants
+    /// are not counted).
     pub fn param_count(&self) -> usize {
-        let layers: usize = self
-            .layers
+        self.layers
             .iter()
             .map(|l| l.weights.len() + l.bias.len())
-            .sum();
-        let ops: usize = self.input_ops.iter().map(|op| op.constant().len()).sum();
-        layers + ops
+            .sum()
     }
 }
 

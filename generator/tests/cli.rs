@@ -1,0 +1,179 @@
+//! The `ceg4n` binary: JSON contracts and one-line errors with a non-zero exit, never a panic.
+
+mod common;
+
+use std::path::Path;
+use std::process::Command;
+
+use common::*;
+
+struct Run {
+    code: i32,
+    stdout: String,
+    stderr: String,
+}
+
+fn ceg4n(args: &[&str]) -> Run {
+    let out = Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(args)
+        .output()
+        .unwrap();
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+    }
+}
+
+fn path(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Fails unless the run exited non-zero with exactly one line on stderr containing `needle`.
+fn assert_one_line_error(run: &Run, needle: &str) {
+    assert_ne!(run.code, 0, "must fail: {}", run.stderr);
+    assert!(!run.stderr.contains("panicked"), "panic: {}", run.stderr);
+    assert_eq!(
+        run.stderr.trim_end().lines().count(),
+        1,
+        "one line: {}",
+        run.stderr
+    );
+    assert!(run.stderr.starts_with("error: "), "{}", run.stderr);
+    assert!(
+        run.stderr.contains(needle),
+        "expected '{needle}' in: {}",
+        run.stderr
+    );
+}
+
+#[test]
+fn inspect_json_has_the_documented_keys() {
+    let run = ceg4n(&["inspect", path(&model_file("digits_mlp.onnx")), "--json"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["params"], 64 * 16 + 16 + 16 * 10 + 10);
+    assert_eq!(v["inputs"][0]["name"], "pixels");
+    assert_eq!(v["outputs"][0]["name"], "probabilities");
+    assert_eq!(
+        v["layers"][0],
+        serde_json::json!({"kind": "dense", "in": 64, "out": 16, "activation": "relu"})
+    );
+    assert_eq!(v["layers"][1]["activation"], "none");
+    let text = ceg4n(&["inspect", path(&model_file("iris_mlp.onnx"))]);
+    assert!(
+        text.stdout.contains("layer 1  dense   10 -> 8    relu"),
+        "{}",
+        text.stdout
+    );
+}
+
+#[test]
+fn eval_json_reports_float_and_quantized_accuracy() {
+    let model = model_file("iris_mlp.onnx");
+    let csv = model_file("iris_test.csv");
+    let run = ceg4n(&[
+        "eval",
+        path(&model),
+        "--data",
+        path(&csv),
+        "--bits",
+        "8",
+        "--act-bits",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["rows"], 30);
+    assert_eq!(v["float_accuracy"], 1.0);
+    assert_eq!(v["quantized_accuracy"], 1.0);
+    assert!(v["max_abs_diff_vs_reference"].is_null());
+
+    let float_only = ceg4n(&["eval", path(&model), "--data", path(&csv), "--json"]);
+    let v: serde_json::Value = serde_json::from_str(&float_only.stdout).unwrap();
+    assert!(v["quantized_accuracy"].is_null());
+}
+
+#[test]
+fn eval_on_properties_compares_logits_with_the_recorded_ones() {
+    let props = model_file("iris_props.json");
+    let run = ceg4n(&[
+        "eval",
+        path(&model_file("iris_mlp.onnx")),
+        "--data",
+        path(&props),
+        "--bits",
+        "16",
+        "--act-bits",
+        "16",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["rows"], 12);
+    assert!(v["max_abs_diff_vs_reference"].as_f64().unwrap() <= 1e-4);
+    assert_eq!(v["quantized_agreement_with_float"], 1.0);
+}
+
+#[test]
+fn bad_inputs_fail_with_one_line_and_no_panic() {
+    let dir = tempfile::tempdir().unwrap();
+    let iris = model_file("iris_mlp.onnx");
+    let csv = model_file("iris_test.csv");
+
+    let truncated = dir.path().join("truncated.onnx");
+    let bytes = std::fs::read(&iris).unwrap();
+    std::fs::write(&truncated, &bytes[..bytes.len() / 2]).unwrap();
+    assert_one_line_error(
+        &ceg4n(&["inspect", path(&truncated)]),
+        "truncated.onnx: not a valid ONNX model",
+    );
+
+    assert_one_line_error(
+        &ceg4n(&["inspect", path(&fixture("unsupported_sigmoid.onnx"))]),
+        "node 'squash' (op Sigmoid): operator Sigmoid is not supported; supported: Gemm",
+    );
+    assert_one_line_error(
+        &ceg4n(&["inspect", path(&fixture("unsupported_conv.onnx"))]),
+        "op Conv",
+    );
+
+    let wrong_columns = dir.path().join("wrong.csv");
+    std::fs::write(&wrong_columns, "a,b,c,label\n0.1,0.2,0.3,1\n").unwrap();
+    assert_one_line_error(
+        &ceg4n(&["eval", path(&iris), "--data", path(&wrong_columns)]),
+        "wrong.csv line 2: 4 columns, expected 5 (4 features + label)",
+    );
+
+    for bits in ["1", "40"] {
+        assert_one_line_error(
+            &ceg4n(&["eval", path(&iris), "--data", path(&csv), "--bits", bits]),
+            &format!("--bits {bits} is out of range; supported widths: 2..=16 bits"),
+        );
+    }
+    assert_one_line_error(
+        &ceg4n(&[
+            "eval",
+            path(&iris),
+            "--data",
+            path(&csv),
+            "--bits",
+            "8",
+            "--act-bits",
+            "0",
+        ]),
+        "--act-bits 0 is out of range",
+    );
+    assert_one_line_error(
+        &ceg4n(&["inspect", "/no/such/model.onnx"]),
+        "cannot read /no/such/model.onnx",
+    );
+
+    let not_props = dir.path().join("props.json");
+    std::fs::write(&not_props, "{\"x\": 1}").unwrap();
+    assert_one_line_error(
+        &ceg4n(&["eval", path(&iris), "--data", path(&not_props)]),
+        "not a CEG4N property file",
+    );
+}
