@@ -8,3 +8,4 @@ pub mod ir;
 pub mod onnx_import;
 pub mod quantize;
 pub mod tract_reference;
+pub mod verify;

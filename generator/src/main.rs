@@ -46,21 +46,8 @@ enum Command {
         /// A labelled CSV (feature columns, then `label`) or a CEG4N property JSON.
         #[arg(long)]
         data: PathBuf,
-        /// Weight bits: one value for every layer or one per layer (W1,W2,..), 2..=16.
-        #[arg(long, value_delimiter = ',')]
-        bits: Option<Vec<u32>>,
-        /// Activation bits of the hidden layers: one value or one per hidden layer, 2..=16.
-        #[arg(long, value_delimiter = ',', default_value = "8")]
-        act_bits: Vec<u32>,
-        /// Input fixed-point width in bits, 2..=16.
-        #[arg(long, default_value_t = DEFAULT_INPUT_BITS)]
-        input_bits: u32,
-        /// Scale hidden-layer weights per output channel.
-        #[arg(long)]
-        per_channel: bool,
-        /// One input fixed-point format for all features (default: one per feature).
-        #[arg(long)]
-        uniform_input: bool,
+        #[command(flatten)]
+        quant: BitsArgs,
         /// Calibrate activation ranges on this CSV/property file instead of --data.
         #[arg(long)]
         calib: Option<PathBuf>,
@@ -68,6 +55,63 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Prove, box by box, that the integer network picks the float network's class.
+    #[command(
+        after_help = "Exit status: 0 every box proved, 1 some box not proved, 2 bad input.\n\nExample:\n  ceg4n verify models/iris_mlp.onnx --props models/iris_props.json --bits 4 --act-bits 8"
+    )]
+    Verify {
+        /// The ONNX model.
+        model: PathBuf,
+        /// A CEG4N property file (boxes).
+        #[arg(long)]
+        props: PathBuf,
+        #[command(flatten)]
+        quant: BitsArgs,
+        /// Seconds allowed per box.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Print JSON (keys: boxes [id, status, seconds, counterexample], summary).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// Bit-width options shared by the commands that quantize.
+#[derive(clap::Args)]
+struct BitsArgs {
+    /// Weight bits: one value for every layer or one per layer (W1,W2,..), 2..=16.
+    #[arg(long, value_delimiter = ',')]
+    bits: Option<Vec<u32>>,
+    /// Activation bits of the hidden layers: one value or one per hidden layer, 2..=16.
+    #[arg(long, value_delimiter = ',', default_value = "8")]
+    act_bits: Vec<u32>,
+    /// Input fixed-point width in bits, 2..=16.
+    #[arg(long, default_value_t = DEFAULT_INPUT_BITS)]
+    input_bits: u32,
+    /// Scale hidden-layer weights per output channel.
+    #[arg(long)]
+    per_channel: bool,
+    /// One input fixed-point format for all features (default: one per feature).
+    #[arg(long)]
+    uniform_input: bool,
+}
+
+impl BitsArgs {
+    fn config(&self, net: &Network) -> Result<Option<QuantConfig>> {
+        self.bits
+            .as_ref()
+            .map(|b| {
+                QuantConfig::for_network(
+                    net,
+                    b,
+                    &self.act_bits,
+                    self.input_bits,
+                    self.per_channel,
+                    self.uniform_input,
+                )
+            })
+            .transpose()
+    }
 }
 
 fn main() -> ExitCode {
@@ -88,29 +132,21 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Eval {
             model,
             data,
-            bits,
-            act_bits,
-            input_bits,
-            per_channel,
-            uniform_input,
+            quant,
             calib,
             json,
         } => {
             let net = import_path(&model)?;
-            let config = bits
-                .map(|b| {
-                    QuantConfig::for_network(
-                        &net,
-                        &b,
-                        &act_bits,
-                        input_bits,
-                        per_channel,
-                        uniform_input,
-                    )
-                })
-                .transpose()?;
+            let config = quant.config(&net)?;
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
         }
+        Command::Verify {
+            model,
+            props,
+            quant,
+            timeout,
+            json,
+        } => return verify_command(&model, &props, &quant, timeout, json),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -319,4 +355,93 @@ fn calibration_of(net: &Network, data: &DataFile) -> Calibration {
         DataFile::Csv(d) => Calibration::from_points(net, &d.features),
         DataFile::Properties(props) => Calibration::from_boxes(net, props),
     }
+}
+
+fn verify_command(
+    model: &std::path::Path,
+    props_path: &std::path::Path,
+    quant: &BitsArgs,
+    timeout: f64,
+    as_json: bool,
+) -> Result<ExitCode> {
+    use ceg4n::verify::{verify_box, Status, VerifyOptions};
+    let net = import_path(model)?;
+    let props = ceg4n::data::load_properties(props_path, net.input_len())?;
+    let config = match quant.config(&net)? {
+        Some(c) => c,
+        None => QuantConfig::for_network(
+            &net,
+            &[8],
+            &quant.act_bits,
+            quant.input_bits,
+            quant.per_channel,
+            quant.uniform_input,
+        )?,
+    };
+    if !(timeout.is_finite() && timeout > 0.0) {
+        bail!("--timeout {timeout} must be a positive number of seconds");
+    }
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
+    let reference = ceg4n::tract_reference::TractReference::load(model, &net).ok();
+    let options = VerifyOptions {
+        timeout: std::time::Duration::from_secs_f64(timeout),
+        ..VerifyOptions::default()
+    };
+    let start = std::time::Instant::now();
+    let verdicts: Vec<_> = props
+        .iter()
+        .map(|p| verify_box(&net, &int_net, reference.as_ref(), p, &options))
+        .collect();
+    let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
+    let (proved, ces, unknown) = (
+        count(Status::Proved),
+        count(Status::Counterexample),
+        count(Status::Unknown),
+    );
+    let seconds = start.elapsed().as_secs_f64();
+    if as_json {
+        let out = json!({
+            "boxes": verdicts,
+            "summary": {"proved": proved, "counterexample": ces, "unknown": unknown, "seconds": seconds},
+            "weight_bits": config.weight_bits,
+            "act_bits": config.act_bits,
+        });
+        println!("{}", serde_json::to_string_pretty(&out)?);
+    } else {
+        for v in &verdicts {
+            let status = match v.status {
+                Status::Proved => "proved".to_string(),
+                Status::Counterexample => {
+                    let ce = v
+                        .counterexample
+                        .as_ref()
+                        .expect("counterexample status carries one");
+                    format!(
+                        "counterexample (float class {}, integer class {}{}) at {:?}",
+                        ce.float_class,
+                        ce.quantized_class,
+                        if ce.reproduces_in_f32 {
+                            ""
+                        } else {
+                            ", not reproducible at f32 precision"
+                        },
+                        ce.input
+                    )
+                }
+                Status::Unknown => format!("unknown ({})", v.reason.as_deref().unwrap_or("")),
+            };
+            println!("box {:<8} {:>8.3}s  {status}", v.id, v.seconds);
+        }
+        println!(
+            "{proved}/{} proved, {ces} counterexample(s), {unknown} unknown in {seconds:.2}s (weights {:?} bits, activations {:?} bits)",
+            verdicts.len(),
+            config.weight_bits,
+            config.act_bits
+        );
+    }
+    Ok(if proved == verdicts.len() {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }

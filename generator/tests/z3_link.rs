@@ -21,3 +21,19 @@ fn z3_solves_and_refutes_linear_integer_queries() {
     solver.assert(x.lt(Int::from_i64(6)));
     assert_eq!(solver.check(), SatResult::Unsat);
 }
+
+#[test]
+fn the_linked_z3_is_modern_enough() {
+    // Older system copies (Debian's 4.8) lack functions the z3 crate calls.
+    let full = z3::full_version();
+    let numbers: Vec<u32> = full
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .take(2)
+        .map(|s| s.parse().unwrap())
+        .collect();
+    assert!(
+        numbers.len() == 2 && (numbers[0], numbers[1]) >= (4, 13),
+        "linked {full}"
+    );
+}

@@ -1,0 +1,203 @@
+//! Interval bounds of every neuron of both networks over a box. Sound for the float network in
+//! real arithmetic (up to f64 rounding, which is widened by a relative margin) and exact-sound
+//! for the integer network (every integer operation is monotone, evaluated with ceg4n-runtime).
+
+use ceg4n_runtime::{Accumulator, Requant};
+
+use crate::int_model::{Bias, IntNetwork, LayerOutput};
+use crate::ir::{Activation, Network};
+
+/// A closed interval.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Interval<T> {
+    /// Lower end.
+    pub lo: T,
+    /// Upper end.
+    pub hi: T,
+}
+
+/// Float bounds per layer: pre-activation `z` and post-activation `h`.
+#[derive(Clone, Debug)]
+pub struct FloatBounds {
+    /// The preprocessed input (after input operations).
+    pub input: Vec<Interval<f64>>,
+    /// Per layer, per neuron: `z = W h_prev + b`.
+    pub pre: Vec<Vec<Interval<f64>>>,
+    /// Per layer, per neuron: the activation applied to `z`.
+    pub post: Vec<Vec<Interval<f64>>>,
+}
+
+/// Integer bounds per layer: accumulator, rounded requantization and saturated output.
+#[derive(Clone, Debug)]
+pub struct IntBounds {
+    /// The quantized input (before saturation) and after it.
+    pub input_raw: Vec<Interval<i64>>,
+    /// The saturated input.
+    pub input: Vec<Interval<i64>>,
+    /// Per layer, per neuron: the accumulator.
+    pub acc: Vec<Vec<Interval<i64>>>,
+    /// Per hidden layer, per neuron: `floor(acc * M / 2^S + 1/2)` before saturation.
+    pub requant: Vec<Vec<Interval<i64>>>,
+    /// Per hidden layer, per neuron: the saturated activation.
+    pub out: Vec<Vec<Interval<i64>>>,
+}
+
+/// Relative widening of float bounds to absorb f64 rounding in their computation.
+const FLOAT_MARGIN: f64 = 1e-9;
+
+fn widen(i: Interval<f64>) -> Interval<f64> {
+    let m = FLOAT_MARGIN * (1.0 + i.lo.abs().max(i.hi.abs()));
+    Interval {
+        lo: i.lo - m,
+        hi: i.hi + m,
+    }
+}
+
+/// Float bounds over the box `[lower, upper]`.
+pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds {
+    let (a, b) = (net.preprocess(lower), net.preprocess(upper));
+    // Elementwise affine maps are monotone per feature (increasing or decreasing).
+    let input: Vec<Interval<f64>> = a
+        .iter()
+        .zip(&b)
+        .map(|(x, y)| {
+            widen(Interval {
+                lo: x.min(*y),
+                hi: x.max(*y),
+            })
+        })
+        .collect();
+    let mut prev = input.clone();
+    let (mut pre, mut post) = (Vec::new(), Vec::new());
+    for layer in &net.layers {
+        let z: Vec<Interval<f64>> = layer
+            .weights
+            .rows()
+            .into_iter()
+            .zip(&layer.bias)
+            .map(|(row, bias)| {
+                let (mut lo, mut hi) = (*bias as f64, *bias as f64);
+                for (w, x) in row.iter().zip(&prev) {
+                    let w = *w as f64;
+                    let (p, q) = (w * x.lo, w * x.hi);
+                    lo += p.min(q);
+                    hi += p.max(q);
+                }
+                widen(Interval { lo, hi })
+            })
+            .collect();
+        let h: Vec<Interval<f64>> = z
+            .iter()
+            .map(|i| match layer.activation {
+                Activation::None => *i,
+                Activation::Relu => Interval {
+                    lo: i.lo.max(0.0),
+                    hi: i.hi.max(0.0),
+                },
+            })
+            .collect();
+        pre.push(z);
+        post.push(h.clone());
+        prev = h;
+    }
+    FloatBounds { input, pre, post }
+}
+
+/// Integer bounds over the box `[lower, upper]` (inputs quantized with the network's format).
+pub fn int_bounds(net: &IntNetwork, lower: &[f64], upper: &[f64]) -> IntBounds {
+    let range = net.input.range();
+    let input_raw: Vec<Interval<i64>> = lower
+        .iter()
+        .zip(upper)
+        .enumerate()
+        .map(|(i, (l, u))| Interval {
+            lo: unclamped_input(net, i, *l),
+            hi: unclamped_input(net, i, *u),
+        })
+        .collect();
+    let input: Vec<Interval<i64>> = input_raw
+        .iter()
+        .map(|i| Interval {
+            lo: i.lo.clamp(range.min as i64, range.max as i64),
+            hi: i.hi.clamp(range.min as i64, range.max as i64),
+        })
+        .collect();
+    let mut prev = input.clone();
+    let (mut acc_all, mut requant_all, mut out_all) = (Vec::new(), Vec::new(), Vec::new());
+    for layer in &net.layers {
+        let bias = bias_i64(&layer.bias);
+        let acc: Vec<Interval<i64>> = layer
+            .weights
+            .chunks(layer.inputs.max(1))
+            .zip(&bias)
+            .map(|(row, b)| {
+                let (mut lo, mut hi) = (*b, *b);
+                for (w, x) in row.iter().zip(&prev) {
+                    let w = *w as i64;
+                    let (p, q) = (w * x.lo, w * x.hi);
+                    lo += p.min(q);
+                    hi += p.max(q);
+                }
+                Interval { lo, hi }
+            })
+            .collect();
+        if let LayerOutput::Activations { range, requant, .. } = &layer.output {
+            let rq: Vec<Interval<i64>> = acc
+                .iter()
+                .enumerate()
+                .map(|(o, a)| {
+                    let step = step_of(requant, o);
+                    Interval {
+                        lo: a.lo.requantize(step),
+                        hi: a.hi.requantize(step),
+                    }
+                })
+                .collect();
+            let out: Vec<Interval<i64>> = rq
+                .iter()
+                .map(|i| Interval {
+                    lo: range.clamp(i.lo) as i64,
+                    hi: range.clamp(i.hi) as i64,
+                })
+                .collect();
+            requant_all.push(rq);
+            out_all.push(out.clone());
+            prev = out;
+        }
+        acc_all.push(acc);
+    }
+    IntBounds {
+        input_raw,
+        input,
+        acc: acc_all,
+        requant: requant_all,
+        out: out_all,
+    }
+}
+
+/// `floor(x * 2^f + 1/2)` without saturation (saturating only at the i64 range).
+pub fn unclamped_input(net: &IntNetwork, i: usize, x: f64) -> i64 {
+    let v = (x / net.input.scale(i) + 0.5).floor();
+    if v.is_nan() {
+        0
+    } else {
+        v.clamp(i64::MIN as f64, i64::MAX as f64) as i64
+    }
+}
+
+/// The requantization step of output `o` as the runtime picks it.
+pub fn step_of(requant: &[Requant], o: usize) -> Requant {
+    requant
+        .get(o)
+        .or(requant.first())
+        .copied()
+        .unwrap_or(Requant::IDENTITY)
+}
+
+/// The bias widened to i64.
+pub fn bias_i64(bias: &Bias) -> Vec<i64> {
+    match bias {
+        Bias::I32(b) => b.iter().map(|v| *v as i64).collect(),
+        Bias::I64(b) => b.clone(),
+    }
+}

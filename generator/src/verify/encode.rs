@@ -1,0 +1,287 @@
+//! The z3 encoding of both networks over one box, in linear integer/real arithmetic.
+//!
+//! Float network: reals, exact over the f32 parameters (each f32 is an exact rational).
+//! Integer network: integers, following ceg4n-runtime's documented arithmetic step by step:
+//! input `q = floor(x * 2^f + 1/2)` then saturation; `acc = b + sum w*a`;
+//! `y = floor(acc * M / 2^S + 1/2)` as `2^S*y <= acc*M + 2^(S-1) <= 2^S*y + 2^S - 1`; saturation.
+//! Neurons whose phase (ReLU or saturation) the bounds fix are encoded without a case split.
+
+use z3::ast::{Bool, Int, Real};
+use z3::Solver;
+
+use super::bounds::{bias_i64, step_of, FloatBounds, IntBounds, Interval};
+use crate::int_model::{IntNetwork, LayerOutput};
+use crate::ir::{Activation, InputOp, Network};
+
+/// The z3 terms of one encoded box.
+pub struct Encoding {
+    /// The real input variables.
+    pub x: Vec<Real>,
+    /// The float logits.
+    pub float_logits: Vec<Real>,
+    /// The integer logits.
+    pub int_logits: Vec<Int>,
+}
+
+/// An f32 as an exact z3 rational.
+pub fn real_of_f32(v: f32) -> Real {
+    let (num, den) = exact_fraction(v as f64);
+    Real::from_rational_str(&num, &den).expect("decimal strings are valid rationals")
+}
+
+/// An f64 as an exact z3 rational.
+pub fn real_of_f64(v: f64) -> Real {
+    let (num, den) = exact_fraction(v);
+    Real::from_rational_str(&num, &den).expect("decimal strings are valid rationals")
+}
+
+/// `v = num / den` exactly, as decimal strings (den a power of two).
+fn exact_fraction(v: f64) -> (String, String) {
+    if v == 0.0 || !v.is_finite() {
+        return ("0".into(), "1".into());
+    }
+    let bits = v.to_bits();
+    let sign = if bits >> 63 == 1 { "-" } else { "" };
+    let exp_bits = ((bits >> 52) & 0x7ff) as i64;
+    let frac = bits & ((1u64 << 52) - 1);
+    let (mut mantissa, mut exp) = if exp_bits == 0 {
+        (frac, -1074)
+    } else {
+        (frac | (1u64 << 52), exp_bits - 1075)
+    };
+    while mantissa % 2 == 0 && exp < 0 {
+        mantissa /= 2;
+        exp += 1;
+    }
+    if exp >= 0 {
+        (
+            format!("{sign}{}", mul_pow2(&mantissa.to_string(), exp as u32)),
+            "1".into(),
+        )
+    } else {
+        (format!("{sign}{mantissa}"), mul_pow2("1", (-exp) as u32))
+    }
+}
+
+/// A decimal string times `2^k`, as a decimal string.
+fn mul_pow2(decimal: &str, k: u32) -> String {
+    let mut digits: Vec<u8> = decimal.bytes().rev().map(|b| b - b'0').collect();
+    for _ in 0..k {
+        let mut carry = 0;
+        for d in digits.iter_mut() {
+            let v = *d * 2 + carry;
+            *d = v % 10;
+            carry = v / 10;
+        }
+        if carry > 0 {
+            digits.push(carry);
+        }
+    }
+    digits.iter().rev().map(|d| (d + b'0') as char).collect()
+}
+
+fn int(v: i64) -> Int {
+    Int::from_i64(v)
+}
+
+fn bounded_real(solver: &Solver, name: String, value: &Real, bounds: Interval<f64>) -> Real {
+    let v = Real::new_const(name);
+    solver.assert(v.eq(value));
+    solver.assert(v.ge(real_of_f64(bounds.lo)));
+    solver.assert(v.le(real_of_f64(bounds.hi)));
+    v
+}
+
+fn saturate(y: &Int, bounds: Interval<i64>, lo: i64, hi: i64) -> Int {
+    if bounds.lo >= lo && bounds.hi <= hi {
+        y.clone()
+    } else if bounds.hi <= lo {
+        int(lo)
+    } else if bounds.lo >= hi {
+        int(hi)
+    } else {
+        let low = int(lo);
+        let high = int(hi);
+        y.lt(&low).ite(&low, &y.gt(&high).ite(&high, y))
+    }
+}
+
+/// Asserts both networks over the box `[lower, upper]` into `solver`.
+pub fn encode(
+    solver: &Solver,
+    net: &Network,
+    int_net: &IntNetwork,
+    lower: &[f64],
+    upper: &[f64],
+    fb: &FloatBounds,
+    ib: &IntBounds,
+) -> Encoding {
+    let x: Vec<Real> = (0..lower.len())
+        .map(|i| {
+            let v = Real::new_const(format!("x{i}"));
+            solver.assert(v.ge(real_of_f64(lower[i])));
+            solver.assert(v.le(real_of_f64(upper[i])));
+            v
+        })
+        .collect();
+
+    // Float network.
+    let mut h: Vec<Real> = x
+        .iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            net.input_ops.iter().fold(xi.clone(), |v, op| {
+                let c = real_of_f32(op.constant()[i]);
+                match op {
+                    InputOp::Add(_) => v + c,
+                    InputOp::Sub(_) => v - c,
+                    InputOp::Mul(_) => v * c,
+                    InputOp::Div(_) => v / c,
+                }
+            })
+        })
+        .collect();
+    for (l, layer) in net.layers.iter().enumerate() {
+        h = layer
+            .weights
+            .rows()
+            .into_iter()
+            .zip(&layer.bias)
+            .enumerate()
+            .map(|(o, (row, b))| {
+                let terms: Vec<Real> = row
+                    .iter()
+                    .zip(&h)
+                    .filter(|(w, _)| **w != 0.0)
+                    .map(|(w, v)| v * real_of_f32(*w))
+                    .chain(std::iter::once(real_of_f32(*b)))
+                    .collect();
+                let z = bounded_real(
+                    solver,
+                    format!("z{l}_{o}"),
+                    &Real::add(&terms),
+                    fb.pre[l][o],
+                );
+                match layer.activation {
+                    Activation::None => z,
+                    Activation::Relu => {
+                        let zb = fb.pre[l][o];
+                        if zb.lo >= 0.0 {
+                            z
+                        } else if zb.hi <= 0.0 {
+                            real_of_f64(0.0)
+                        } else {
+                            z.ge(real_of_f64(0.0)).ite(&z, &real_of_f64(0.0))
+                        }
+                    }
+                }
+            })
+            .collect();
+    }
+    let float_logits = h;
+
+    // Integer network.
+    let range = int_net.input.range();
+    let mut a: Vec<Int> = x
+        .iter()
+        .enumerate()
+        .map(|(i, xi)| {
+            let q = Int::new_const(format!("q{i}"));
+            // q = floor(x * 2^f + 1/2)  <=>  q <= x * 2^f + 1/2 < q + 1
+            let scaled = xi / real_of_f64(int_net.input.scale(i));
+            let half = Real::from_rational(1, 2);
+            let qr = q.to_real();
+            solver.assert(qr.le(&(&scaled + &half)));
+            solver.assert((&scaled + &half).lt(&(&qr + Real::from_rational(1, 1))));
+            let raw = ib.input_raw[i];
+            solver.assert(q.ge(int(raw.lo)));
+            solver.assert(q.le(int(raw.hi)));
+            saturate(&q, raw, range.min as i64, range.max as i64)
+        })
+        .collect();
+    let mut int_logits = Vec::new();
+    for (l, layer) in int_net.layers.iter().enumerate() {
+        let bias = bias_i64(&layer.bias);
+        let acc: Vec<Int> = layer
+            .weights
+            .chunks(layer.inputs.max(1))
+            .zip(&bias)
+            .enumerate()
+            .map(|(o, (row, b))| {
+                let terms: Vec<Int> = row
+                    .iter()
+                    .zip(&a)
+                    .filter(|(w, _)| **w != 0)
+                    .map(|(w, v)| v * (*w as i64))
+                    .chain(std::iter::once(int(*b)))
+                    .collect();
+                let v = Int::new_const(format!("acc{l}_{o}"));
+                solver.assert(v.eq(Int::add(&terms)));
+                let bounds = ib.acc[l][o];
+                solver.assert(v.ge(int(bounds.lo)));
+                solver.assert(v.le(int(bounds.hi)));
+                v
+            })
+            .collect();
+        match &layer.output {
+            LayerOutput::Logits => int_logits = acc,
+            LayerOutput::Activations { range, requant, .. } => {
+                a = acc
+                    .iter()
+                    .enumerate()
+                    .map(|(o, acc)| {
+                        let step = step_of(requant, o);
+                        let shift = step.shift.min(ceg4n_runtime::MAX_SHIFT) as u32;
+                        let y = Int::new_const(format!("y{l}_{o}"));
+                        let yb = ib.requant[l][o];
+                        solver.assert(y.ge(int(yb.lo)));
+                        solver.assert(y.le(int(yb.hi)));
+                        let product = acc * (step.multiplier as i64);
+                        let pow = Int::from_i128(1i128 << shift);
+                        let scaled_y = &y * &pow;
+                        let rounded = if shift == 0 {
+                            product.clone()
+                        } else {
+                            &product + Int::from_i128(1i128 << (shift - 1))
+                        };
+                        // 2^S*y <= acc*M + 2^(S-1) <= 2^S*y + 2^S - 1
+                        solver.assert(scaled_y.le(&rounded));
+                        solver.assert(rounded.le(&(&scaled_y + &pow - int(1))));
+                        saturate(&y, yb, range.min as i64, range.max as i64)
+                    })
+                    .collect();
+            }
+        }
+    }
+    Encoding {
+        x,
+        float_logits,
+        int_logits,
+    }
+}
+
+/// `network picks class k`: strictly above every lower index, at least every higher one.
+pub fn float_picks(logits: &[Real], k: usize) -> Bool {
+    let terms: Vec<Bool> = logits
+        .iter()
+        .enumerate()
+        .filter(|(m, _)| *m != k)
+        .map(|(m, v)| {
+            if m < k {
+                logits[k].gt(v)
+            } else {
+                logits[k].ge(v)
+            }
+        })
+        .collect();
+    Bool::and(&terms)
+}
+
+/// `the integer network prefers j over k` under lowest-index tie-breaking.
+pub fn int_prefers(logits: &[Int], j: usize, k: usize) -> Bool {
+    if j < k {
+        logits[j].ge(&logits[k])
+    } else {
+        logits[j].gt(&logits[k])
+    }
+}

@@ -1,0 +1,279 @@
+//! Equivalence verification: does the integer network pick the float network's class on every
+//! input of a box?
+//!
+//! Per box: bounds on both networks (interval propagation), a cheap search for a disagreement
+//! on sampled points, then z3 over the linear integer/real encoding, one incremental query per
+//! (float class, competing integer class) pair that the bounds do not already exclude. Every
+//! counterexample is replayed concretely (f64 float model, tract's f32 inference when
+//! available, ceg4n-runtime) before it is reported.
+
+pub mod bounds;
+pub mod encode;
+
+use std::time::{Duration, Instant};
+
+use rand::{Rng, SeedableRng};
+use serde::Serialize;
+use z3::{Params, SatResult, Solver};
+
+use crate::data::Property;
+use crate::int_model::IntNetwork;
+use crate::ir::Network;
+use crate::tract_reference::TractReference;
+use bounds::{float_bounds, int_bounds};
+use encode::{encode, float_picks, int_prefers};
+
+/// The outcome for one box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every input of the box gets the same class from both networks.
+    Proved,
+    /// An input where the classes differ was found (see the counterexample).
+    Counterexample,
+    /// Time-out or the solver gave up: nothing is claimed.
+    Unknown,
+}
+
+/// A concrete input where the networks disagree, replayed.
+#[derive(Clone, Debug, Serialize)]
+pub struct Counterexample {
+    /// The input, as f32.
+    pub input: Vec<f32>,
+    /// Float logits (f64 evaluation of the f32 parameters).
+    pub float_logits: Vec<f64>,
+    /// Float class.
+    pub float_class: usize,
+    /// tract's f32 logits, when the model file was available.
+    pub tract_logits: Option<Vec<f32>>,
+    /// Integer logits from ceg4n-runtime.
+    pub quantized_logits: Vec<i64>,
+    /// Integer class.
+    pub quantized_class: usize,
+    /// Whether the disagreement holds at the f32 input (f64 model, tract when available).
+    /// `false`: the solver's exact witness lies so close to a decision boundary that rounding
+    /// it to f32 loses the disagreement; the property is still false in exact arithmetic.
+    pub reproduces_in_f32: bool,
+    /// How it was found: "sampling" or "solver".
+    pub found_by: &'static str,
+}
+
+/// The verdict on one box.
+#[derive(Clone, Debug, Serialize)]
+pub struct BoxVerdict {
+    /// The property id.
+    pub id: String,
+    /// Outcome.
+    pub status: Status,
+    /// Wall-clock seconds spent on the box.
+    pub seconds: f64,
+    /// Solver queries issued (0 when bounds or sampling decided).
+    pub queries: usize,
+    /// The counterexample, for `Status::Counterexample`.
+    pub counterexample: Option<Counterexample>,
+    /// Why the box is unknown, for `Status::Unknown`.
+    pub reason: Option<String>,
+}
+
+/// Options of a verification run.
+#[derive(Clone, Debug)]
+pub struct VerifyOptions {
+    /// Time limit per box.
+    pub timeout: Duration,
+    /// Random points tried per box before the solver.
+    pub samples: usize,
+}
+
+impl Default for VerifyOptions {
+    fn default() -> Self {
+        VerifyOptions {
+            timeout: Duration::from_secs(60),
+            samples: 256,
+        }
+    }
+}
+
+/// Verifies one box.
+pub fn verify_box(
+    net: &Network,
+    int_net: &IntNetwork,
+    reference: Option<&TractReference>,
+    prop: &Property,
+    options: &VerifyOptions,
+) -> BoxVerdict {
+    let start = Instant::now();
+    let verdict = |status, queries, counterexample, reason| BoxVerdict {
+        id: prop.id.clone(),
+        status,
+        seconds: start.elapsed().as_secs_f64(),
+        queries,
+        counterexample,
+        reason,
+    };
+    let (lower, upper) = (&prop.lower, &prop.upper);
+
+    // 1. Sampling: the centre, corners and random points.
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
+    let n = lower.len();
+    let mut points = vec![prop.x.clone()];
+    let corners = if n <= 10 { 1usize << n } else { 64 };
+    for c in 0..corners {
+        points.push(
+            (0..n)
+                .map(|i| {
+                    let up = if n <= 10 {
+                        (c >> i) & 1 == 1
+                    } else {
+                        rng.random()
+                    };
+                    if up {
+                        upper[i]
+                    } else {
+                        lower[i]
+                    }
+                })
+                .collect(),
+        );
+    }
+    for _ in 0..options.samples {
+        points.push(
+            (0..n)
+                .map(|i| lower[i] + (upper[i] - lower[i]) * rng.random::<f64>())
+                .collect(),
+        );
+    }
+    for p in &points {
+        // Sampled points are f32-representable after rounding; test exactly that input.
+        let p32: Vec<f64> = p.iter().map(|v| *v as f32 as f64).collect();
+        let inside = p32
+            .iter()
+            .zip(lower)
+            .zip(upper)
+            .all(|((v, l), u)| v >= l && v <= u);
+        if inside && net.classify(&p32) != int_net.classify(&p32) {
+            let ce = replay(net, int_net, reference, &p32, "sampling");
+            if ce.reproduces_in_f32 {
+                return verdict(Status::Counterexample, 0, Some(ce), None);
+            }
+        }
+    }
+
+    // 2. Bounds: which float classes are possible, which integer classes can compete.
+    let fb = float_bounds(net, lower, upper);
+    let ib = int_bounds(int_net, lower, upper);
+    let flo = fb.pre.last().cloned().unwrap_or_default();
+    let ilo = ib.acc.last().cloned().unwrap_or_default();
+    let classes = flo.len();
+    let best_float_lower = flo.iter().map(|i| i.lo).fold(f64::NEG_INFINITY, f64::max);
+    let float_possible: Vec<usize> = (0..classes)
+        .filter(|k| flo[*k].hi >= best_float_lower)
+        .collect();
+    let mut pairs = Vec::new();
+    for &k in &float_possible {
+        for j in (0..classes).filter(|j| *j != k) {
+            // The integer network can prefer j over k only if its bounds allow it.
+            let gap_needed = if j < k { 0 } else { 1 };
+            if ilo[j].hi - ilo[k].lo >= gap_needed {
+                pairs.push((k, j));
+            }
+        }
+    }
+    if pairs.is_empty() {
+        return verdict(Status::Proved, 0, None, None);
+    }
+
+    // 3. The solver.
+    let solver = Solver::new();
+    let mut params = Params::new();
+    let remaining = options.timeout.saturating_sub(start.elapsed());
+    params.set_u32(
+        "timeout",
+        remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
+    );
+    solver.set_params(&params);
+    let enc = encode(&solver, net, int_net, lower, upper, &fb, &ib);
+    let mut queries = 0;
+    for (k, j) in pairs {
+        if start.elapsed() >= options.timeout {
+            return verdict(Status::Unknown, queries, None, Some("time-out".into()));
+        }
+        solver.push();
+        solver.assert(float_picks(&enc.float_logits, k));
+        solver.assert(int_prefers(&enc.int_logits, j, k));
+        queries += 1;
+        let result = solver.check();
+        match result {
+            SatResult::Unsat => {}
+            SatResult::Sat => {
+                let model = solver.get_model();
+                let x: Option<Vec<f64>> = model.as_ref().and_then(|m| {
+                    enc.x
+                        .iter()
+                        .map(|v| m.eval(v, true).map(|r| r.approx_f64()))
+                        .collect()
+                });
+                solver.pop(1);
+                let Some(x) = x else {
+                    return verdict(
+                        Status::Unknown,
+                        queries,
+                        None,
+                        Some("solver returned no model".into()),
+                    );
+                };
+                let x32: Vec<f64> = x
+                    .iter()
+                    .zip(lower)
+                    .zip(upper)
+                    .map(|((v, l), u)| (*v as f32 as f64).clamp(*l, *u))
+                    .collect();
+                let ce = replay(net, int_net, reference, &x32, "solver");
+                return verdict(Status::Counterexample, queries, Some(ce), None);
+            }
+            SatResult::Unknown => {
+                let reason = solver
+                    .get_reason_unknown()
+                    .unwrap_or_else(|| "unknown".into());
+                solver.pop(1);
+                let reason = if reason.contains("timeout") || reason.contains("canceled") {
+                    "time-out".to_string()
+                } else {
+                    reason
+                };
+                return verdict(Status::Unknown, queries, None, Some(reason));
+            }
+        }
+        solver.pop(1);
+    }
+    verdict(Status::Proved, queries, None, None)
+}
+
+/// Evaluates both networks concretely at `x` (rounded to f32).
+pub fn replay(
+    net: &Network,
+    int_net: &IntNetwork,
+    reference: Option<&TractReference>,
+    x: &[f64],
+    found_by: &'static str,
+) -> Counterexample {
+    let input: Vec<f32> = x.iter().map(|v| *v as f32).collect();
+    let x32: Vec<f64> = input.iter().map(|v| *v as f64).collect();
+    let float_logits = net.logits(&x32);
+    let float_class = ceg4n_runtime::argmax(&float_logits);
+    let quantized_logits = int_net.logits(&x32);
+    let quantized_class = ceg4n_runtime::argmax(&quantized_logits);
+    let tract_logits = reference.and_then(|r| r.logits(&input).ok());
+    let tract_disagrees = tract_logits
+        .as_ref()
+        .is_none_or(|t| ceg4n_runtime::argmax(t) != quantized_class);
+    Counterexample {
+        reproduces_in_f32: float_class != quantized_class && tract_disagrees,
+        input,
+        float_logits,
+        float_class,
+        tract_logits,
+        quantized_logits,
+        quantized_class,
+        found_by,
+    }
+}
