@@ -142,20 +142,8 @@ pub fn verify_box(
                 .collect(),
         );
     }
-    for p in &points {
-        // Sampled points are f32-representable after rounding; test exactly that input.
-        let p32: Vec<f64> = p.iter().map(|v| *v as f32 as f64).collect();
-        let inside = p32
-            .iter()
-            .zip(lower)
-            .zip(upper)
-            .all(|((v, l), u)| v >= l && v <= u);
-        if inside && net.classify(&p32) != int_net.classify(&p32) {
-            let ce = replay(net, int_net, reference, &p32, "sampling");
-            if ce.reproduces_in_f32 {
-                return verdict(Status::Counterexample, 0, Some(ce), None);
-            }
-        }
+    if let Some(ce) = falsify(net, int_net, reference, lower, upper, &points) {
+        return verdict(Status::Counterexample, 0, Some(ce), None);
     }
 
     // 2. Bounds: which float classes are possible, which integer classes can compete.
@@ -247,6 +235,89 @@ pub fn verify_box(
     }
     verdict(Status::Proved, queries, None, None)
 }
+
+/// Looks for a disagreement without the solver: first at the given points, then along
+/// segments between points the float network classifies differently, around the float
+/// decision boundary (where the integer network's own boundary almost surely lies a little
+/// off, leaving a thin sliver that uniform sampling misses).
+fn falsify(
+    net: &Network,
+    int_net: &IntNetwork,
+    reference: Option<&TractReference>,
+    lower: &[f64],
+    upper: &[f64],
+    points: &[Vec<f64>],
+) -> Option<Counterexample> {
+    let to_f32_box = |p: &[f64]| -> Vec<f64> {
+        p.iter()
+            .zip(lower)
+            .zip(upper)
+            .map(|((v, l), u)| {
+                let r = *v as f32 as f64;
+                // Keep the f32 rounding inside the box.
+                if r < *l || r > *u {
+                    v.clamp(*l, *u)
+                } else {
+                    r
+                }
+            })
+            .collect()
+    };
+    let disagreement = |p: &[f64]| -> Option<Counterexample> {
+        let p32 = to_f32_box(p);
+        if p32.iter().zip(lower).zip(upper).any(|((v, l), u)| v < l || v > u) {
+            return None;
+        }
+        if net.classify(&p32) != int_net.classify(&p32) {
+            let ce = replay(net, int_net, reference, &p32, "sampling");
+            if ce.reproduces_in_f32 {
+                return Some(ce);
+            }
+        }
+        None
+    };
+    if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
+        return Some(ce);
+    }
+    let classes: Vec<usize> = points.iter().map(|p| net.classify(p)).collect();
+    let anchor = 0;
+    let mut tried = 0;
+    for (i, p) in points.iter().enumerate() {
+        if classes[i] == classes[anchor] || tried >= BOUNDARY_SEGMENTS {
+            continue;
+        }
+        tried += 1;
+        let a = &points[anchor];
+        let at = |t: f64| -> Vec<f64> { a.iter().zip(p).map(|(x, y)| x + (y - x) * t).collect() };
+        // Bisect to the float decision boundary on the segment.
+        let (mut lo, mut hi) = (0.0f64, 1.0f64);
+        let class_lo = classes[anchor];
+        for _ in 0..60 {
+            let mid = 0.5 * (lo + hi);
+            if net.classify(&at(mid)) == class_lo {
+                lo = mid;
+            } else {
+                hi = mid;
+            }
+        }
+        // Probe both sides of the boundary at growing distances.
+        let mut delta = 1e-9;
+        while delta < 0.5 {
+            for t in [lo - delta, hi + delta] {
+                if (0.0..=1.0).contains(&t) {
+                    if let Some(ce) = disagreement(&at(t)) {
+                        return Some(ce);
+                    }
+                }
+            }
+            delta *= 1.5;
+        }
+    }
+    None
+}
+
+/// Segments between differently classified points searched for a boundary disagreement.
+const BOUNDARY_SEGMENTS: usize = 16;
 
 /// Evaluates both networks concretely at `x` (rounded to f32).
 pub fn replay(
