@@ -5,8 +5,13 @@
 //! input `q = floor(x * 2^f + 1/2)` then saturation; `acc = b + sum w*a`;
 //! `y = floor(acc * M / 2^S + 1/2)` as `2^S*y <= acc*M + 2^(S-1) <= 2^S*y + 2^S - 1`; saturation.
 //! Neurons whose phase (ReLU or saturation) the bounds fix are encoded without a case split.
+//!
+//! The integer network's values are z3 reals; the exact encoding adds `is_int` on every rounded
+//! quantity (inputs and requantized activations; sums of integers are integers). The *relaxed*
+//! encoding drops those integrality constraints: it has every exact solution and more, so
+//! "unsat" in it is a proof, and it is pure linear real arithmetic, which z3 decides far faster.
 
-use z3::ast::{Bool, Int, Real};
+use z3::ast::{Bool, Real};
 use z3::Solver;
 
 use super::bounds::{bias_i64, step_of, FloatBounds, IntBounds, Interval};
@@ -19,8 +24,8 @@ pub struct Encoding {
     pub x: Vec<Real>,
     /// The float logits.
     pub float_logits: Vec<Real>,
-    /// The integer logits.
-    pub int_logits: Vec<Int>,
+    /// The integer logits (integral in every exact solution).
+    pub int_logits: Vec<Real>,
 }
 
 /// An f32 as an exact z3 rational.
@@ -80,8 +85,12 @@ fn mul_pow2(decimal: &str, k: u32) -> String {
     digits.iter().rev().map(|d| (d + b'0') as char).collect()
 }
 
-fn int(v: i64) -> Int {
-    Int::from_i64(v)
+fn int(v: i64) -> Real {
+    Real::from_rational(v, 1)
+}
+
+fn big(v: i128) -> Real {
+    Real::from_rational_str(&v.to_string(), "1").expect("decimal strings are valid rationals")
 }
 
 fn bounded_real(solver: &Solver, name: String, value: &Real, bounds: Interval<f64>) -> Real {
@@ -92,7 +101,7 @@ fn bounded_real(solver: &Solver, name: String, value: &Real, bounds: Interval<f6
     v
 }
 
-fn saturate(y: &Int, bounds: Interval<i64>, lo: i64, hi: i64) -> Int {
+fn saturate(y: &Real, bounds: Interval<i64>, lo: i64, hi: i64) -> Real {
     if bounds.lo >= lo && bounds.hi <= hi {
         y.clone()
     } else if bounds.hi <= lo {
@@ -106,7 +115,8 @@ fn saturate(y: &Int, bounds: Interval<i64>, lo: i64, hi: i64) -> Int {
     }
 }
 
-/// Asserts both networks over the box `[lower, upper]` into `solver`.
+/// Asserts both networks over the box `[lower, upper]` into `solver` (exactly, or relaxed).
+#[allow(clippy::too_many_arguments)]
 pub fn encode(
     solver: &Solver,
     net: &Network,
@@ -115,6 +125,7 @@ pub fn encode(
     upper: &[f64],
     fb: &FloatBounds,
     ib: &IntBounds,
+    exact: bool,
 ) -> Encoding {
     let x: Vec<Real> = (0..lower.len())
         .map(|i| {
@@ -171,7 +182,15 @@ pub fn encode(
                         } else if zb.hi <= 0.0 {
                             real_of_f64(0.0)
                         } else {
-                            z.ge(real_of_f64(0.0)).ite(&z, &real_of_f64(0.0))
+                            let h = Real::new_const(format!("h{l}_{o}"));
+                            solver.assert(h.eq(z.ge(real_of_f64(0.0)).ite(&z, &real_of_f64(0.0))));
+                            // Redundant triangle cuts (implied by the ite) that give the
+                            // solver's LP core the convex hull of the unstable ReLU.
+                            solver.assert(h.ge(real_of_f64(0.0)));
+                            solver.assert(h.ge(&z));
+                            let slope = real_of_f64(zb.hi / (zb.hi - zb.lo));
+                            solver.assert(h.le(&(slope * (&z - real_of_f64(zb.lo)))));
+                            h
                         }
                     }
                 }
@@ -182,17 +201,19 @@ pub fn encode(
 
     // Integer network.
     let range = int_net.input.range();
-    let mut a: Vec<Int> = x
+    let mut a: Vec<Real> = x
         .iter()
         .enumerate()
         .map(|(i, xi)| {
-            let q = Int::new_const(format!("q{i}"));
+            let q = Real::new_const(format!("q{i}"));
+            if exact {
+                solver.assert(q.is_int());
+            }
             // q = floor(x * 2^f + 1/2)  <=>  q <= x * 2^f + 1/2 < q + 1
             let scaled = xi / real_of_f64(int_net.input.scale(i));
             let half = Real::from_rational(1, 2);
-            let qr = q.to_real();
-            solver.assert(qr.le(&(&scaled + &half)));
-            solver.assert((&scaled + &half).lt(&(&qr + Real::from_rational(1, 1))));
+            solver.assert(q.le(&(&scaled + &half)));
+            solver.assert((&scaled + &half).lt(&(&q + Real::from_rational(1, 1))));
             let raw = ib.input_raw[i];
             solver.assert(q.ge(int(raw.lo)));
             solver.assert(q.le(int(raw.hi)));
@@ -202,21 +223,21 @@ pub fn encode(
     let mut int_logits = Vec::new();
     for (l, layer) in int_net.layers.iter().enumerate() {
         let bias = bias_i64(&layer.bias);
-        let acc: Vec<Int> = layer
+        let acc: Vec<Real> = layer
             .weights
             .chunks(layer.inputs.max(1))
             .zip(&bias)
             .enumerate()
             .map(|(o, (row, b))| {
-                let terms: Vec<Int> = row
+                let terms: Vec<Real> = row
                     .iter()
                     .zip(&a)
                     .filter(|(w, _)| **w != 0)
-                    .map(|(w, v)| v * (*w as i64))
+                    .map(|(w, v)| v * int(*w as i64))
                     .chain(std::iter::once(int(*b)))
                     .collect();
-                let v = Int::new_const(format!("acc{l}_{o}"));
-                solver.assert(v.eq(Int::add(&terms)));
+                let v = Real::new_const(format!("acc{l}_{o}"));
+                solver.assert(v.eq(Real::add(&terms)));
                 let bounds = ib.acc[l][o];
                 solver.assert(v.ge(int(bounds.lo)));
                 solver.assert(v.le(int(bounds.hi)));
@@ -232,17 +253,20 @@ pub fn encode(
                     .map(|(o, acc)| {
                         let step = step_of(requant, o);
                         let shift = step.shift.min(ceg4n_runtime::MAX_SHIFT) as u32;
-                        let y = Int::new_const(format!("y{l}_{o}"));
+                        let y = Real::new_const(format!("y{l}_{o}"));
+                        if exact {
+                            solver.assert(y.is_int());
+                        }
                         let yb = ib.requant[l][o];
                         solver.assert(y.ge(int(yb.lo)));
                         solver.assert(y.le(int(yb.hi)));
-                        let product = acc * (step.multiplier as i64);
-                        let pow = Int::from_i128(1i128 << shift);
+                        let product = acc * int(step.multiplier as i64);
+                        let pow = big(1i128 << shift);
                         let scaled_y = &y * &pow;
                         let rounded = if shift == 0 {
                             product.clone()
                         } else {
-                            &product + Int::from_i128(1i128 << (shift - 1))
+                            &product + big(1i128 << (shift - 1))
                         };
                         // 2^S*y <= acc*M + 2^(S-1) <= 2^S*y + 2^S - 1
                         solver.assert(scaled_y.le(&rounded));
@@ -277,11 +301,12 @@ pub fn float_picks(logits: &[Real], k: usize) -> Bool {
     Bool::and(&terms)
 }
 
-/// `the integer network prefers j over k` under lowest-index tie-breaking.
-pub fn int_prefers(logits: &[Int], j: usize, k: usize) -> Bool {
+/// `the integer network prefers j over k` under lowest-index tie-breaking (logits are
+/// integers, so "greater" is "at least one more", which also tightens the relaxation).
+pub fn int_prefers(logits: &[Real], j: usize, k: usize) -> Bool {
     if j < k {
         logits[j].ge(&logits[k])
     } else {
-        logits[j].gt(&logits[k])
+        logits[j].ge(&(&logits[k] + int(1)))
     }
 }

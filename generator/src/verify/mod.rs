@@ -170,70 +170,149 @@ pub fn verify_box(
         return verdict(Status::Proved, 0, None, None);
     }
 
-    // 3. The solver.
-    let solver = Solver::new();
-    let mut params = Params::new();
-    let remaining = options.timeout.saturating_sub(start.elapsed());
-    params.set_u32(
-        "timeout",
-        remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
-    );
-    solver.set_params(&params);
-    let enc = encode(&solver, net, int_net, lower, upper, &fb, &ib);
+    // 3. The solver: the relaxed encoding first (a proof if unsat); a relaxed witness that
+    // does not replay is settled by the exact encoding.
     let mut queries = 0;
+    let mut relaxed = PairSolver::new(net, int_net, lower, upper, &fb, &ib, false, options, start);
+    let mut exact: Option<PairSolver> = None;
     for (k, j) in pairs {
-        if start.elapsed() >= options.timeout {
-            return verdict(Status::Unknown, queries, None, Some("time-out".into()));
-        }
-        solver.push();
-        solver.assert(float_picks(&enc.float_logits, k));
-        solver.assert(int_prefers(&enc.int_logits, j, k));
         queries += 1;
-        let result = solver.check();
-        match result {
-            SatResult::Unsat => {}
+        let t = Instant::now();
+        let answer = relaxed.check(k, j);
+        if std::env::var_os("CEG4N_DEBUG").is_some() {
+            let what = match &answer {
+                Answer::Unsat => "unsat",
+                Answer::Sat(_) => "sat",
+                Answer::Unknown(_) => "unknown",
+            };
+            eprintln!(
+                "box {} pair ({k},{j}) relaxed {what} in {:.3}s",
+                prop.id,
+                t.elapsed().as_secs_f64()
+            );
+        }
+        match answer {
+            Answer::Unsat => continue,
+            Answer::Unknown(reason) => {
+                return verdict(Status::Unknown, queries, None, Some(reason))
+            }
+            Answer::Sat(x) => {
+                let ce = replay(net, int_net, reference, &x, "solver");
+                if ce.float_class != ce.quantized_class {
+                    return verdict(Status::Counterexample, queries, Some(ce), None);
+                }
+            }
+        }
+        let exact = exact.get_or_insert_with(|| {
+            PairSolver::new(net, int_net, lower, upper, &fb, &ib, true, options, start)
+        });
+        queries += 1;
+        match exact.check(k, j) {
+            Answer::Unsat => {}
+            Answer::Unknown(reason) => {
+                return verdict(Status::Unknown, queries, None, Some(reason))
+            }
+            Answer::Sat(x) => {
+                let ce = replay(net, int_net, reference, &x, "solver");
+                return verdict(Status::Counterexample, queries, Some(ce), None);
+            }
+        }
+    }
+    verdict(Status::Proved, queries, None, None)
+}
+
+enum Answer {
+    Unsat,
+    /// A witness input (rounded to f32 and clamped into the box).
+    Sat(Vec<f64>),
+    Unknown(String),
+}
+
+/// One z3 solver holding the encoding of a box, queried per class pair.
+struct PairSolver<'a> {
+    solver: Solver,
+    enc: encode::Encoding,
+    lower: &'a [f64],
+    upper: &'a [f64],
+    deadline: Instant,
+}
+
+impl<'a> PairSolver<'a> {
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        net: &Network,
+        int_net: &IntNetwork,
+        lower: &'a [f64],
+        upper: &'a [f64],
+        fb: &bounds::FloatBounds,
+        ib: &bounds::IntBounds,
+        exact: bool,
+        options: &VerifyOptions,
+        start: Instant,
+    ) -> Self {
+        let solver = Solver::new();
+        let enc = encode(&solver, net, int_net, lower, upper, fb, ib, exact);
+        PairSolver {
+            solver,
+            enc,
+            lower,
+            upper,
+            deadline: start + options.timeout,
+        }
+    }
+
+    fn check(&mut self, k: usize, j: usize) -> Answer {
+        let remaining = self.deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            return Answer::Unknown("time-out".into());
+        }
+        let mut params = Params::new();
+        params.set_u32(
+            "timeout",
+            remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
+        );
+        self.solver.set_params(&params);
+        self.solver.push();
+        self.solver.assert(float_picks(&self.enc.float_logits, k));
+        self.solver.assert(int_prefers(&self.enc.int_logits, j, k));
+        let answer = match self.solver.check() {
+            SatResult::Unsat => Answer::Unsat,
             SatResult::Sat => {
-                let model = solver.get_model();
-                let x: Option<Vec<f64>> = model.as_ref().and_then(|m| {
-                    enc.x
+                let x: Option<Vec<f64>> = self.solver.get_model().and_then(|m| {
+                    self.enc
+                        .x
                         .iter()
                         .map(|v| m.eval(v, true).map(|r| r.approx_f64()))
                         .collect()
                 });
-                solver.pop(1);
-                let Some(x) = x else {
-                    return verdict(
-                        Status::Unknown,
-                        queries,
-                        None,
-                        Some("solver returned no model".into()),
-                    );
-                };
-                let x32: Vec<f64> = x
-                    .iter()
-                    .zip(lower)
-                    .zip(upper)
-                    .map(|((v, l), u)| (*v as f32 as f64).clamp(*l, *u))
-                    .collect();
-                let ce = replay(net, int_net, reference, &x32, "solver");
-                return verdict(Status::Counterexample, queries, Some(ce), None);
+                match x {
+                    Some(x) => Answer::Sat(
+                        x.iter()
+                            .zip(self.lower)
+                            .zip(self.upper)
+                            .map(|((v, l), u)| (*v as f32 as f64).clamp(*l, *u))
+                            .collect(),
+                    ),
+                    None => Answer::Unknown("solver returned no model".into()),
+                }
             }
             SatResult::Unknown => {
-                let reason = solver
+                let reason = self
+                    .solver
                     .get_reason_unknown()
                     .unwrap_or_else(|| "unknown".into());
-                solver.pop(1);
-                let reason = if reason.contains("timeout") || reason.contains("canceled") {
-                    "time-out".to_string()
-                } else {
-                    reason
-                };
-                return verdict(Status::Unknown, queries, None, Some(reason));
+                Answer::Unknown(
+                    if reason.contains("timeout") || reason.contains("canceled") {
+                        "time-out".into()
+                    } else {
+                        reason
+                    },
+                )
             }
-        }
-        solver.pop(1);
+        };
+        self.solver.pop(1);
+        answer
     }
-    verdict(Status::Proved, queries, None, None)
 }
 
 /// Looks for a disagreement without the solver: first at the given points, then along
@@ -265,7 +344,12 @@ fn falsify(
     };
     let disagreement = |p: &[f64]| -> Option<Counterexample> {
         let p32 = to_f32_box(p);
-        if p32.iter().zip(lower).zip(upper).any(|((v, l), u)| v < l || v > u) {
+        if p32
+            .iter()
+            .zip(lower)
+            .zip(upper)
+            .any(|((v, l), u)| v < l || v > u)
+        {
             return None;
         }
         if net.classify(&p32) != int_net.classify(&p32) {

@@ -1,0 +1,300 @@
+//! Soundness cross-checks of the verifier: the encoding equals ceg4n-runtime, proved boxes
+//! survive heavy sampling and an attack, broken quantizations are caught, counterexamples replay.
+
+mod common;
+
+use ceg4n::data::{load_properties, Property};
+use ceg4n::int_model::IntNetwork;
+use ceg4n::ir::{Activation, Dense, Network, TensorInfo};
+use ceg4n::onnx_import::import_path;
+use ceg4n::quantize::{quantize, Calibration, QuantConfig};
+use ceg4n::verify::bounds::{float_bounds, int_bounds};
+use ceg4n::verify::encode::encode;
+use ceg4n::verify::{verify_box, Status, VerifyOptions};
+use common::*;
+use ndarray::{Array1, Array2};
+use rand::Rng;
+use z3::{SatResult, Solver};
+
+fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
+    let layers = sizes
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Dense {
+            weights: Array2::from_shape_fn((w[1], w[0]), |_| rng.random_range(-1.0f32..1.0)),
+            bias: Array1::from_shape_fn(w[1], |_| rng.random_range(-0.5f32..0.5)),
+            activation: if i + 2 < sizes.len() {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
+        })
+        .collect();
+    Network {
+        input: TensorInfo {
+            name: "x".into(),
+            shape: vec![Some(1), Some(sizes[0])],
+        },
+        outputs: vec![],
+        logits_name: "y".into(),
+        input_ops: vec![],
+        layers,
+        head: None,
+    }
+}
+
+/// On a degenerate box {x}, the encoding has exactly one model; its integer logits must be
+/// the runtime's, bit for bit, and its float logits the float model's.
+#[test]
+fn encoding_evaluates_exactly_like_the_runtime() {
+    let mut rng = rng(42);
+    for case in 0..60 {
+        let inputs = rng.random_range(1..6);
+        let hidden = rng.random_range(1..8);
+        let net = random_network(&mut rng, &[inputs, hidden, hidden, 3]);
+        let points: Vec<Vec<f64>> = (0..32)
+            .map(|_| random_vector(&mut rng, inputs, -1.0, 1.0))
+            .collect();
+        let cal = Calibration::from_points(&net, &points);
+        let w = rng.random_range(2..=16);
+        let a = rng.random_range(2..=16);
+        let config = QuantConfig {
+            weight_bits: vec![w; 3],
+            act_bits: vec![a; 2],
+            input_bits: rng.random_range(2..=16),
+            per_channel: rng.random(),
+            uniform_input: rng.random(),
+        };
+        let int_net = quantize(&net, &config, &cal).unwrap();
+        // Points slightly outside the calibration range exercise saturation too.
+        let x: Vec<f64> = random_vector(&mut rng, inputs, -1.3, 1.3)
+            .iter()
+            .map(|v| *v as f32 as f64)
+            .collect();
+        let solver = Solver::new();
+        let fb = float_bounds(&net, &x, &x);
+        let ib = int_bounds(&int_net, &x, &x);
+        let enc = encode(&solver, &net, &int_net, &x, &x, &fb, &ib, true);
+        assert_eq!(
+            solver.check(),
+            SatResult::Sat,
+            "case {case}: encoding unsatisfiable"
+        );
+        let model = solver.get_model().unwrap();
+        let got: Vec<i64> = enc
+            .int_logits
+            .iter()
+            .map(|v| {
+                let (num, den) = model.eval(v, true).unwrap().as_rational().unwrap();
+                assert_eq!(den, 1, "case {case}: a logit is not an integer");
+                num
+            })
+            .collect();
+        assert_eq!(
+            got,
+            int_net.logits(&x),
+            "case {case}: integer logits differ from the runtime"
+        );
+        for (v, f) in enc.float_logits.iter().zip(net.logits(&x)) {
+            let value = model.eval(v, true).unwrap().approx_f64();
+            assert!(
+                (value - f).abs() <= 1e-9 * (1.0 + f.abs()),
+                "case {case}: float {value} vs {f}"
+            );
+        }
+    }
+}
+
+/// Disagreement search on a box: 10,000 random points, all corners (up to 2^12), and a random
+/// local search that pushes the integer network's margin for the float class down.
+fn find_disagreement(
+    net: &Network,
+    int_net: &IntNetwork,
+    b: &Property,
+    rng: &mut impl Rng,
+) -> Option<Vec<f64>> {
+    let n = b.lower.len();
+    let pick = |rng: &mut dyn rand::RngCore| -> Vec<f64> {
+        (0..n)
+            .map(|i| b.lower[i] + (b.upper[i] - b.lower[i]) * rng.random::<f64>())
+            .collect()
+    };
+    let differs = |x: &[f64]| net.classify(x) != int_net.classify(x);
+    for c in 0..(1usize << n.min(12)) {
+        let x: Vec<f64> = (0..n)
+            .map(|i| {
+                if i < 12 && (c >> i) & 1 == 1 {
+                    b.upper[i]
+                } else {
+                    b.lower[i]
+                }
+            })
+            .collect();
+        if differs(&x) {
+            return Some(x);
+        }
+    }
+    for _ in 0..10_000 {
+        let x = pick(rng);
+        if differs(&x) {
+            return Some(x);
+        }
+    }
+    // Attack: minimise the integer margin of the float class over the best other class.
+    let margin = |x: &[f64]| {
+        let k = net.classify(x);
+        let q = int_net.logits(x);
+        let best_other = q
+            .iter()
+            .enumerate()
+            .filter(|(j, _)| *j != k)
+            .map(|(_, v)| *v)
+            .max()
+            .unwrap_or(i64::MIN);
+        q[k] - best_other
+    };
+    for _ in 0..20 {
+        let mut x = pick(rng);
+        let mut m = margin(&x);
+        let mut step = 0.5;
+        for _ in 0..200 {
+            let y: Vec<f64> = (0..n)
+                .map(|i| {
+                    let width = b.upper[i] - b.lower[i];
+                    (x[i] + width * step * rng.random_range(-1.0..1.0))
+                        .clamp(b.lower[i], b.upper[i])
+                })
+                .collect();
+            if differs(&y) {
+                return Some(y);
+            }
+            let my = margin(&y);
+            if my <= m {
+                (x, m) = (y, my);
+            } else {
+                step = (step * 0.9).max(1e-4);
+            }
+        }
+    }
+    None
+}
+
+fn verify_all(
+    model: &str,
+    props: &str,
+    bits: u32,
+    act_bits: u32,
+) -> (
+    Network,
+    IntNetwork,
+    Vec<Property>,
+    Vec<ceg4n::verify::BoxVerdict>,
+) {
+    let net = import_path(&model_file(model)).unwrap();
+    let props = load_properties(&model_file(props), net.input_len()).unwrap();
+    let config = QuantConfig::for_network(&net, &[bits], &[act_bits], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let verdicts = props
+        .iter()
+        .map(|p| verify_box(&net, &int_net, None, p, &VerifyOptions::default()))
+        .collect();
+    (net, int_net, props, verdicts)
+}
+
+#[test]
+fn proved_boxes_survive_sampling_and_attack() {
+    let mut rng = rng(7);
+    let mut proved = 0;
+    for (model, props, bits) in [
+        ("iris_mlp.onnx", "iris_props.json", 4),
+        ("iris_mlp.onnx", "iris_props.json", 8),
+        ("digits_mlp.onnx", "digits_props.json", 6),
+    ] {
+        let (net, int_net, props, verdicts) = verify_all(model, props, bits, 8);
+        for (p, v) in props.iter().zip(&verdicts) {
+            assert_ne!(
+                v.status,
+                Status::Unknown,
+                "{model} box {} unknown: {:?}",
+                p.id,
+                v.reason
+            );
+            if v.status == Status::Proved {
+                proved += 1;
+                let found = find_disagreement(&net, &int_net, p, &mut rng);
+                assert!(
+                    found.is_none(),
+                    "{model} box {} proved, yet the networks disagree at {found:?}",
+                    p.id
+                );
+            }
+        }
+    }
+    assert!(
+        proved >= 10,
+        "too few proofs to be a meaningful check: {proved}"
+    );
+}
+
+#[test]
+fn every_counterexample_replays() {
+    let (net, int_net, props, verdicts) = verify_all("iris_mlp.onnx", "iris_props.json", 3, 4);
+    let mut seen = 0;
+    for (p, v) in props.iter().zip(&verdicts) {
+        if let Some(ce) = &v.counterexample {
+            seen += 1;
+            let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+            assert!(
+                x.iter()
+                    .zip(&p.lower)
+                    .zip(&p.upper)
+                    .all(|((v, l), u)| v >= l && v <= u),
+                "outside the box"
+            );
+            assert_eq!(net.classify(&x), ce.float_class);
+            assert_eq!(int_net.classify(&x), ce.quantized_class);
+            assert_ne!(ce.float_class, ce.quantized_class);
+            assert!(ce.reproduces_in_f32);
+        }
+    }
+    assert!(
+        seen > 0,
+        "3-bit weights should give counterexamples on the iris boxes"
+    );
+}
+
+#[test]
+fn a_deliberately_broken_quantization_is_caught() {
+    let net = import_path(&model_file("iris_mlp.onnx")).unwrap();
+    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
+    let config = QuantConfig::for_network(&net, &[8], &[8], 16, false, false).unwrap();
+    let good = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let options = VerifyOptions {
+        samples: 0,
+        ..VerifyOptions::default()
+    };
+    let good_proved = props
+        .iter()
+        .filter(|p| verify_box(&net, &good, None, p, &options).status == Status::Proved)
+        .count();
+    assert!(good_proved > 0);
+    // Swap two logits' weight rows: a plausible bug that changes which class wins.
+    let mut broken = good.clone();
+    let last = broken.layers.last_mut().unwrap();
+    let n = last.inputs;
+    let (row0, rest) = last.weights.split_at_mut(n);
+    row0.swap_with_slice(&mut rest[..n]);
+    let verdicts: Vec<_> = props
+        .iter()
+        .map(|p| verify_box(&net, &broken, None, p, &options))
+        .collect();
+    let caught = verdicts
+        .iter()
+        .filter(|v| v.status == Status::Counterexample)
+        .count();
+    assert!(caught > 0, "the broken network was not caught");
+    assert!(verdicts.iter().all(|v| v
+        .counterexample
+        .as_ref()
+        .is_none_or(|c| c.reproduces_in_f32)));
+}
