@@ -177,3 +177,73 @@ fn bad_inputs_fail_with_one_line_and_no_panic() {
         "not a CEG4N property file",
     );
 }
+
+#[test]
+fn verify_exits_zero_only_when_every_box_is_proved() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = model_file("iris_mlp.onnx");
+    let all = model_file("iris_props.json");
+    let props: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(&all).unwrap()).unwrap();
+    let small: Vec<_> = props
+        .into_iter()
+        // Away from test point 1, which sits on a float decision boundary (any quantization
+        // disagrees somewhere next to it).
+        .filter(|p| p["ball_size"] == 0.01 && !p["id"].as_str().unwrap().starts_with("1."))
+        .collect();
+    let small_path = dir.path().join("small.json");
+    std::fs::write(&small_path, serde_json::to_string(&small).unwrap()).unwrap();
+
+    let run = ceg4n(&[
+        "verify",
+        path(&model),
+        "--props",
+        path(&small_path),
+        "--bits",
+        "8",
+        "--act-bits",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}{}", run.stdout, run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["summary"]["proved"], small.len());
+    assert_eq!(v["boxes"][0]["status"], "proved");
+    assert!(v["boxes"][0]["counterexample"].is_null());
+
+    let run = ceg4n(&[
+        "verify",
+        path(&model),
+        "--props",
+        path(&all),
+        "--bits",
+        "2",
+        "--act-bits",
+        "8",
+        "--json",
+    ]);
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let boxes = v["boxes"].as_array().unwrap();
+    let ce = boxes
+        .iter()
+        .find(|b| b["status"] == "counterexample")
+        .expect("2-bit weights give a counterexample");
+    assert_ne!(
+        ce["counterexample"]["float_class"],
+        ce["counterexample"]["quantized_class"]
+    );
+    assert_eq!(v["summary"]["unknown"], 0);
+
+    assert_one_line_error(
+        &ceg4n(&[
+            "verify",
+            path(&model),
+            "--props",
+            path(&all),
+            "--timeout",
+            "0",
+        ]),
+        "--timeout 0 must be a positive number of seconds",
+    );
+}
