@@ -31,6 +31,54 @@ pub struct Property {
     pub ball_size: Option<f64>,
 }
 
+impl Property {
+    /// The centre, the corners (all of them when there are at most `max_exhaustive` inputs,
+    /// else `sampled_corners` random ones) and `samples` uniform points of the box.
+    pub fn sample_points(
+        &self,
+        max_exhaustive: usize,
+        sampled_corners: usize,
+        samples: usize,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Vec<f64>> {
+        let n = self.lower.len();
+        let exhaustive = n <= max_exhaustive;
+        let corners = if exhaustive {
+            1usize << n
+        } else {
+            sampled_corners
+        };
+        let mut points = Vec::with_capacity(1 + corners + samples);
+        points.push(self.x.clone());
+        for c in 0..corners {
+            points.push(
+                (0..n)
+                    .map(|i| {
+                        let up = if exhaustive {
+                            (c >> i) & 1 == 1
+                        } else {
+                            rng.random()
+                        };
+                        if up {
+                            self.upper[i]
+                        } else {
+                            self.lower[i]
+                        }
+                    })
+                    .collect(),
+            );
+        }
+        for _ in 0..samples {
+            points.push(
+                (0..n)
+                    .map(|i| self.lower[i] + (self.upper[i] - self.lower[i]) * rng.random::<f64>())
+                    .collect(),
+            );
+        }
+        points
+    }
+}
+
 /// What a `--data` file holds.
 #[derive(Clone, Debug)]
 pub enum DataFile {

@@ -106,65 +106,17 @@ impl Calibration {
         cal
     }
 
-    /// From input boxes: their centres, corners (all of them up to 8 inputs, else a sample) and
+    /// From input boxes: their centres, corners (all of them up to 8 inputs, else 256) and
     /// uniform samples inside them. An empirical range, as post-training quantization uses;
     /// values beyond it saturate, and that saturation is part of what the verifier proves.
     pub fn from_boxes(net: &Network, boxes: &[Property]) -> Calibration {
-        use rand::{Rng, SeedableRng};
+        use rand::SeedableRng;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xCE64);
-        let mut points = Vec::new();
-        for b in boxes {
-            points.push(b.x.clone());
-            let n = b.lower.len();
-            let corners = if n <= 8 { 1usize << n } else { 256 };
-            for c in 0..corners {
-                points.push(
-                    (0..n)
-                        .map(|i| {
-                            let upper = if n <= 8 {
-                                (c >> i) & 1 == 1
-                            } else {
-                                rng.random()
-                            };
-                            if upper {
-                                b.upper[i]
-                            } else {
-                                b.lower[i]
-                            }
-                        })
-                        .collect(),
-                );
-            }
-            for _ in 0..CALIBRATION_SAMPLES_PER_BOX {
-                points.push(
-                    (0..n)
-                        .map(|i| b.lower[i] + (b.upper[i] - b.lower[i]) * rng.random::<f64>())
-                        .collect(),
-                );
-            }
-        }
+        let points: Vec<Vec<f64>> = boxes
+            .iter()
+            .flat_map(|b| b.sample_points(8, 256, CALIBRATION_SAMPLES_PER_BOX, &mut rng))
+            .collect();
         Calibration::from_points(net, &points)
-    }
-
-    /// Sound bounds on every activation inside the boxes by interval propagation (loose for
-    /// deep networks, so not the default calibration).
-    pub fn interval_bounds(net: &Network, boxes: &[Property]) -> Calibration {
-        let mut cal = Calibration::empty(net);
-        for b in boxes {
-            cal.observe_input(&b.lower);
-            cal.observe_input(&b.upper);
-            let (mut lo, mut hi) = preprocess_interval(net, &b.lower, &b.upper);
-            for (l, m) in net.layers.iter().zip(cal.layer_max_abs.iter_mut()) {
-                let (next_lo, next_hi) =
-                    dense_interval(&l.weights, &l.bias, &lo, &hi, l.activation);
-                *m = next_lo
-                    .iter()
-                    .chain(&next_hi)
-                    .fold(*m, |m, v| m.max(v.abs()));
-                (lo, hi) = (next_lo, next_hi);
-            }
-        }
-        cal
     }
 
     /// The larger of two calibrations, element by element.
@@ -191,42 +143,6 @@ impl Calibration {
 
 fn max_each(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x.max(*y)).collect()
-}
-
-fn preprocess_interval(net: &Network, lower: &[f64], upper: &[f64]) -> (Vec<f64>, Vec<f64>) {
-    let (a, b) = (net.preprocess(lower), net.preprocess(upper));
-    // Elementwise affine maps are monotone per feature (increasing or decreasing).
-    a.iter()
-        .zip(&b)
-        .map(|(x, y)| (x.min(*y), x.max(*y)))
-        .unzip()
-}
-
-fn dense_interval(
-    weights: &Array2<f32>,
-    bias: &Array1<f32>,
-    lo: &[f64],
-    hi: &[f64],
-    activation: Activation,
-) -> (Vec<f64>, Vec<f64>) {
-    weights
-        .rows()
-        .into_iter()
-        .zip(bias)
-        .map(|(row, b)| {
-            let (mut l, mut h) = (*b as f64, *b as f64);
-            for ((w, x_lo), x_hi) in row.iter().zip(lo).zip(hi) {
-                let w = *w as f64;
-                let (p, q) = (w * x_lo, w * x_hi);
-                l += p.min(q);
-                h += p.max(q);
-            }
-            match activation {
-                Activation::None => (l, h),
-                Activation::Relu => (l.max(0.0), h.max(0.0)),
-            }
-        })
-        .unzip()
 }
 
 /// The first layer with the input operations folded in: `x' = alpha * x + beta` per feature,

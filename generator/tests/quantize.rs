@@ -4,11 +4,10 @@ mod common;
 
 use ceg4n::data::{load_properties, Dataset};
 use ceg4n::int_model::{AccWidth, Bias, LayerOutput};
-use ceg4n::ir::{Activation, Dense, Network, TensorInfo};
+use ceg4n::ir::Network;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, requant_step, Calibration, QuantConfig};
 use common::*;
-use ndarray::{Array1, Array2};
 use proptest::prelude::*;
 
 fn config(net: &Network, w: u32, a: u32) -> QuantConfig {
@@ -146,46 +145,6 @@ fn requant_steps_approximate_their_multiplier() {
     assert!(requant_step(1e12).is_err());
 }
 
-/// A random ReLU MLP (no input ops), for property tests.
-fn random_network(seed: u64, sizes: &[usize]) -> Network {
-    let mut rng = rng(seed);
-    let layers = sizes
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| Dense {
-            weights: Array2::from_shape_vec(
-                (w[1], w[0]),
-                random_vector(&mut rng, w[0] * w[1], -1.0, 1.0)
-                    .into_iter()
-                    .map(|v| v as f32)
-                    .collect(),
-            )
-            .unwrap(),
-            bias: Array1::from_iter(
-                random_vector(&mut rng, w[1], -0.5, 0.5)
-                    .into_iter()
-                    .map(|v| v as f32),
-            ),
-            activation: if i + 2 < sizes.len() {
-                Activation::Relu
-            } else {
-                Activation::None
-            },
-        })
-        .collect();
-    Network {
-        input: TensorInfo {
-            name: "x".into(),
-            shape: vec![Some(1), Some(sizes[0])],
-        },
-        outputs: vec![],
-        logits_name: "y".into(),
-        input_ops: vec![],
-        layers,
-        head: None,
-    }
-}
-
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(64))]
 
@@ -193,7 +152,7 @@ proptest! {
     /// points: the integer model and its scales are consistent.
     #[test]
     fn sixteen_bit_dequantized_logits_track_float(seed in 0u64..1000, hidden in 1usize..12, inputs in 1usize..10) {
-        let net = random_network(seed, &[inputs, hidden, hidden, 3]);
+        let net = random_network(&mut rng(seed), &[inputs, hidden, hidden, 3]);
         let mut r = rng(seed + 1);
         let points: Vec<Vec<f64>> = (0..64).map(|_| random_vector(&mut r, inputs, -1.0, 1.0)).collect();
         let cal = Calibration::from_points(&net, &points);

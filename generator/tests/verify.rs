@@ -5,43 +5,15 @@ mod common;
 
 use ceg4n::data::{load_properties, Property};
 use ceg4n::int_model::IntNetwork;
-use ceg4n::ir::{Activation, Dense, Network, TensorInfo};
+use ceg4n::ir::Network;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig};
 use ceg4n::verify::bounds::{float_bounds, int_bounds};
 use ceg4n::verify::encode::encode;
 use ceg4n::verify::{verify_box, Status, VerifyOptions};
 use common::*;
-use ndarray::{Array1, Array2};
 use rand::Rng;
 use z3::{SatResult, Solver};
-
-fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
-    let layers = sizes
-        .windows(2)
-        .enumerate()
-        .map(|(i, w)| Dense {
-            weights: Array2::from_shape_fn((w[1], w[0]), |_| rng.random_range(-1.0f32..1.0)),
-            bias: Array1::from_shape_fn(w[1], |_| rng.random_range(-0.5f32..0.5)),
-            activation: if i + 2 < sizes.len() {
-                Activation::Relu
-            } else {
-                Activation::None
-            },
-        })
-        .collect();
-    Network {
-        input: TensorInfo {
-            name: "x".into(),
-            shape: vec![Some(1), Some(sizes[0])],
-        },
-        outputs: vec![],
-        logits_name: "y".into(),
-        input_ops: vec![],
-        layers,
-        head: None,
-    }
-}
 
 /// On a degenerate box {x}, the encoding has exactly one model; its integer logits must be
 /// the runtime's, bit for bit, and its float logits the float model's.

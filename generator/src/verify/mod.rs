@@ -12,7 +12,7 @@ pub mod encode;
 
 use std::time::{Duration, Instant};
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 use serde::Serialize;
 use z3::{Params, SatResult, Solver};
 
@@ -114,34 +114,7 @@ pub fn verify_box(
 
     // 1. Sampling: the centre, corners and random points.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
-    let n = lower.len();
-    let mut points = vec![prop.x.clone()];
-    let corners = if n <= 10 { 1usize << n } else { 64 };
-    for c in 0..corners {
-        points.push(
-            (0..n)
-                .map(|i| {
-                    let up = if n <= 10 {
-                        (c >> i) & 1 == 1
-                    } else {
-                        rng.random()
-                    };
-                    if up {
-                        upper[i]
-                    } else {
-                        lower[i]
-                    }
-                })
-                .collect(),
-        );
-    }
-    for _ in 0..options.samples {
-        points.push(
-            (0..n)
-                .map(|i| lower[i] + (upper[i] - lower[i]) * rng.random::<f64>())
-                .collect(),
-        );
-    }
+    let points = prop.sample_points(10, 64, options.samples, &mut rng);
     if let Some(ce) = falsify(net, int_net, reference, lower, upper, &points) {
         return verdict(Status::Counterexample, 0, Some(ce), None);
     }

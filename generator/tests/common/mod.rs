@@ -3,6 +3,8 @@
 
 use std::path::PathBuf;
 
+use ceg4n::ir::{Activation, Dense, Network, TensorInfo};
+use ndarray::{Array1, Array2};
 use rand::{Rng, SeedableRng};
 
 /// The repository root.
@@ -39,4 +41,33 @@ pub fn random_vector(rng: &mut impl Rng, n: usize, lo: f64, hi: f64) -> Vec<f64>
     (0..n)
         .map(|_| lo + (hi - lo) * rng.random::<f64>())
         .collect()
+}
+
+/// A random ReLU MLP with layer sizes `sizes` (input first), weights in [-1, 1), biases in
+/// [-0.5, 0.5), no input operations.
+pub fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
+    let layers = sizes
+        .windows(2)
+        .enumerate()
+        .map(|(i, w)| Dense {
+            weights: Array2::from_shape_fn((w[1], w[0]), |_| rng.random_range(-1.0f32..1.0)),
+            bias: Array1::from_shape_fn(w[1], |_| rng.random_range(-0.5f32..0.5)),
+            activation: if i + 2 < sizes.len() {
+                Activation::Relu
+            } else {
+                Activation::None
+            },
+        })
+        .collect();
+    Network {
+        input: TensorInfo {
+            name: "x".into(),
+            shape: vec![Some(1), Some(sizes[0])],
+        },
+        outputs: vec![],
+        logits_name: "y".into(),
+        input_ops: vec![],
+        layers,
+        head: None,
+    }
 }
