@@ -1,11 +1,13 @@
 //! ceg4n: counterexample-guided quantization of ONNX classifiers into verified integer-only
 //! `no_std` Rust crates. See ARCHITECTURE.md for where each concern lives.
 
+pub mod bench;
 pub mod data;
 pub mod float_model;
 pub mod int_model;
 pub mod ir;
 pub mod onnx_import;
 pub mod quantize;
+pub mod suite;
 pub mod tract_reference;
 pub mod verify;

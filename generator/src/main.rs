@@ -55,6 +55,9 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Benchmarks over a suite folder laid out like the CEG4N paper's.
+    #[command(subcommand)]
+    Bench(BenchCommand),
     /// Prove, box by box, that the integer network picks the float network's class.
     #[command(
         after_help = "Exit status: 0 every box proved, 1 some box not proved, 2 bad input.\n\nExample:\n  ceg4n verify models/iris_mlp.onnx --props models/iris_props.json --bits 4 --act-bits 8"
@@ -70,10 +73,64 @@ enum Command {
         /// Seconds allowed per box.
         #[arg(long, default_value_t = 60.0)]
         timeout: f64,
+        /// Boxes verified in parallel (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// integer: the runtime's integer network (the product); paper: the CEG4N artifact's
+        /// fake quantization (rounded weights, float activations), for comparison.
+        #[arg(long, value_enum, default_value_t = Semantics::Integer)]
+        semantics: Semantics,
         /// Print JSON (keys: boxes [id, status, seconds, counterexample], summary).
         #[arg(long)]
         json: bool,
     },
+}
+
+#[derive(Subcommand)]
+enum BenchCommand {
+    /// Verify every box of every network; per network: proved/counterexample/unknown, median
+    /// and max seconds, and the speed-up over the paper artifact's median (suite README).
+    #[command(
+        after_help = "Examples:\n  ceg4n bench verify --suite ../shared/benchmarks/ceg4n --only iris,seeds --bits 4\n  ceg4n bench verify --suite ../shared/benchmarks/ceg4n --only iris,seeds --semantics paper"
+    )]
+    Verify {
+        /// The suite folder (networks/, properties/, README.md).
+        #[arg(long)]
+        suite: PathBuf,
+        /// Only networks whose name contains one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Weight bits (one value or per layer); paper semantics defaults to the artifact's bits.
+        #[arg(long, value_delimiter = ',')]
+        bits: Option<Vec<u32>>,
+        /// Activation bits of hidden layers (integer semantics).
+        #[arg(long, value_delimiter = ',', default_value = "8")]
+        act_bits: Vec<u32>,
+        /// Input fixed-point width in bits (integer semantics).
+        #[arg(long, default_value_t = DEFAULT_INPUT_BITS)]
+        input_bits: u32,
+        /// Seconds allowed per box.
+        #[arg(long, default_value_t = 60.0)]
+        timeout: f64,
+        /// Boxes verified in parallel (default: the number of cores).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// integer (the product) or paper (the artifact's fake quantization).
+        #[arg(long, value_enum, default_value_t = Semantics::Integer)]
+        semantics: Semantics,
+        /// Print JSON (a list of per-network rows).
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+/// What the float network is compared with.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum Semantics {
+    /// ceg4n-runtime's integer network.
+    Integer,
+    /// The paper artifact's fake quantization.
+    Paper,
 }
 
 /// Bit-width options shared by the commands that quantize.
@@ -140,13 +197,39 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let config = quant.config(&net)?;
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
         }
+        Command::Bench(BenchCommand::Verify {
+            suite,
+            only,
+            bits,
+            act_bits,
+            input_bits,
+            timeout,
+            jobs,
+            semantics,
+            json,
+        }) => {
+            let settings = ceg4n::bench::VerifyBench {
+                weight_bits: bits,
+                act_bits,
+                input_bits,
+                paper: semantics == Semantics::Paper,
+                options: ceg4n::verify::VerifyOptions {
+                    timeout: positive_seconds(timeout)?,
+                    ..Default::default()
+                },
+                jobs: jobs.unwrap_or_else(default_jobs),
+            };
+            bench_verify(&suite, &only, &settings, json)
+        }
         Command::Verify {
             model,
             props,
             quant,
             timeout,
+            jobs,
+            semantics,
             json,
-        } => return verify_command(&model, &props, &quant, timeout, json),
+        } => return verify_command(&model, &props, &quant, timeout, jobs, semantics, json),
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -362,9 +445,11 @@ fn verify_command(
     props_path: &std::path::Path,
     quant: &BitsArgs,
     timeout: f64,
+    jobs: Option<usize>,
+    semantics: Semantics,
     as_json: bool,
 ) -> Result<ExitCode> {
-    use ceg4n::verify::{verify_box, Status, VerifyOptions};
+    use ceg4n::verify::{verify_boxes, Quantized, Status, VerifyOptions};
     let net = import_path(model)?;
     let props = ceg4n::data::load_properties(props_path, net.input_len())?;
     let config = match quant.config(&net)? {
@@ -378,20 +463,27 @@ fn verify_command(
             quant.uniform_input,
         )?,
     };
-    if !(timeout.is_finite() && timeout > 0.0) {
-        bail!("--timeout {timeout} must be a positive number of seconds");
-    }
+
     let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
+    let paper_net = ceg4n::quantize::paper_fake_quantize(&net, &config.weight_bits);
+    let quantized = match semantics {
+        Semantics::Integer => Quantized::Integer(&int_net),
+        Semantics::Paper => Quantized::Paper(&paper_net),
+    };
     let reference = ceg4n::tract_reference::TractReference::load(model, &net).ok();
     let options = VerifyOptions {
-        timeout: std::time::Duration::from_secs_f64(timeout),
+        timeout: positive_seconds(timeout)?,
         ..VerifyOptions::default()
     };
     let start = std::time::Instant::now();
-    let verdicts: Vec<_> = props
-        .iter()
-        .map(|p| verify_box(&net, &int_net, reference.as_ref(), p, &options))
-        .collect();
+    let verdicts = verify_boxes(
+        &net,
+        quantized,
+        reference.as_ref(),
+        &props,
+        &options,
+        jobs.unwrap_or_else(default_jobs),
+    );
     let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
     let (proved, ces, unknown) = (
         count(Status::Proved),
@@ -444,4 +536,85 @@ fn verify_command(
     } else {
         ExitCode::from(1)
     })
+}
+
+/// One worker per core.
+fn default_jobs() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+fn positive_seconds(timeout: f64) -> Result<std::time::Duration> {
+    if !(timeout.is_finite() && timeout > 0.0) {
+        bail!("--timeout {timeout} must be a positive number of seconds");
+    }
+    Ok(std::time::Duration::from_secs_f64(timeout))
+}
+
+fn bench_verify(
+    suite_dir: &std::path::Path,
+    only: &[String],
+    settings: &ceg4n::bench::VerifyBench,
+    as_json: bool,
+) -> Result<()> {
+    let suite = ceg4n::suite::Suite::load(suite_dir)?;
+    let names: Vec<&String> = suite
+        .networks
+        .iter()
+        .filter(|n| only.is_empty() || only.iter().any(|o| n.contains(o.as_str())))
+        .collect();
+    if names.is_empty() {
+        bail!(
+            "{}: no network matches --only {}",
+            suite_dir.display(),
+            only.join(",")
+        );
+    }
+    if !as_json {
+        println!(
+            "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>9} {:>12} {:>9}",
+            "network",
+            "bits",
+            "boxes",
+            "proved",
+            "ce",
+            "unknown",
+            "median_s",
+            "max_s",
+            "artifact_med",
+            "speedup"
+        );
+    }
+    let mut rows = Vec::new();
+    for name in names {
+        let row = settings.run_network(&suite, name)?;
+        if !as_json {
+            if let Some(why) = &row.skipped {
+                println!("{:<30} skipped: {why}", row.network);
+            } else {
+                let bits: Vec<String> = row.weight_bits.iter().map(|b| b.to_string()).collect();
+                println!(
+                    "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9.4} {:>11} {:>9.3} {:>12} {:>9}",
+                    row.network,
+                    bits.join(","),
+                    row.boxes,
+                    row.proved,
+                    row.counterexample,
+                    row.unknown,
+                    row.median_seconds,
+                    row.median_proof_seconds
+                        .map_or("-".into(), |m| format!("{m:.4}")),
+                    row.max_seconds,
+                    row.artifact_median_seconds
+                        .map_or("-".into(), |m| format!("{m:.1}")),
+                    row.speedup_vs_artifact
+                        .map_or("-".into(), |s| format!("{s:.0}x")),
+                );
+            }
+        }
+        rows.push(row);
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
 }

@@ -351,3 +351,26 @@ pub fn requant_step(m: f64) -> Result<Requant> {
         shift -= 1;
     }
 }
+
+/// The CEG4N artifact's fake quantization (`--semantics paper`): per layer
+/// `s = 2 * max|W, b| / (2^bits - 1)`, `w' = round(w / s) * s` and `b' = round(b / s) * s`
+/// rounding half away from zero, activations and input left in float. Input operations are
+/// kept as they are. The result is a float network (parameters stored as f32).
+pub fn paper_fake_quantize(net: &Network, weight_bits: &[u32]) -> Network {
+    let mut out = net.clone();
+    for (layer, bits) in out.layers.iter_mut().zip(weight_bits) {
+        let max = layer
+            .weights
+            .iter()
+            .chain(layer.bias.iter())
+            .fold(0.0f64, |m, v| m.max((*v as f64).abs()));
+        if max == 0.0 {
+            continue;
+        }
+        let scale = 2.0 * max / ((1u64 << bits) - 1) as f64;
+        let fake = |v: &mut f32| *v = (((*v as f64) / scale).round() * scale) as f32;
+        layer.weights.iter_mut().for_each(fake);
+        layer.bias.iter_mut().for_each(fake);
+    }
+    out
+}

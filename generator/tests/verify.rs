@@ -10,7 +10,7 @@ use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig};
 use ceg4n::verify::bounds::{float_bounds, int_bounds};
 use ceg4n::verify::encode::encode;
-use ceg4n::verify::{verify_box, Status, VerifyOptions};
+use ceg4n::verify::{verify_box, Quantized, QuantizedLogits, Status, VerifyOptions};
 use common::*;
 use rand::Rng;
 use z3::{SatResult, Solver};
@@ -168,7 +168,15 @@ fn verify_all(
     let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
     let verdicts = props
         .iter()
-        .map(|p| verify_box(&net, &int_net, None, p, &VerifyOptions::default()))
+        .map(|p| {
+            verify_box(
+                &net,
+                Quantized::Integer(&int_net),
+                None,
+                p,
+                &VerifyOptions::default(),
+            )
+        })
         .collect();
     (net, int_net, props, verdicts)
 }
@@ -247,7 +255,9 @@ fn a_deliberately_broken_quantization_is_caught() {
     };
     let good_proved = props
         .iter()
-        .filter(|p| verify_box(&net, &good, None, p, &options).status == Status::Proved)
+        .filter(|p| {
+            verify_box(&net, Quantized::Integer(&good), None, p, &options).status == Status::Proved
+        })
         .count();
     assert!(good_proved > 0);
     // Swap two logits' weight rows: a plausible bug that changes which class wins.
@@ -258,7 +268,7 @@ fn a_deliberately_broken_quantization_is_caught() {
     row0.swap_with_slice(&mut rest[..n]);
     let verdicts: Vec<_> = props
         .iter()
-        .map(|p| verify_box(&net, &broken, None, p, &options))
+        .map(|p| verify_box(&net, Quantized::Integer(&broken), None, p, &options))
         .collect();
     let caught = verdicts
         .iter()
@@ -269,4 +279,50 @@ fn a_deliberately_broken_quantization_is_caught() {
         .counterexample
         .as_ref()
         .is_none_or(|c| c.reproduces_in_f32)));
+}
+
+#[test]
+fn paper_semantics_compares_with_the_fake_quantized_float_network() {
+    let net = import_path(&model_file("iris_mlp.onnx")).unwrap();
+    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
+    let options = VerifyOptions::default();
+    let fine = ceg4n::quantize::paper_fake_quantize(&net, &[16, 16, 16]);
+    let coarse = ceg4n::quantize::paper_fake_quantize(&net, &[2, 2, 2]);
+    let mut rng = rng(3);
+    let (mut fine_proved, mut coarse_ces) = (0, 0);
+    for p in &props {
+        let v = verify_box(&net, Quantized::Paper(&fine), None, p, &options);
+        assert_ne!(v.status, Status::Unknown, "box {}", p.id);
+        if v.status == Status::Proved {
+            fine_proved += 1;
+            // The same sampling and attack as for integer proofs, on the paper network.
+            let n = p.lower.len();
+            for _ in 0..2000 {
+                let x: Vec<f64> = (0..n)
+                    .map(|i| p.lower[i] + (p.upper[i] - p.lower[i]) * rng.random::<f64>())
+                    .collect();
+                assert_eq!(
+                    net.classify(&x),
+                    fine.classify(&x),
+                    "box {} proved but disagrees at {x:?}",
+                    p.id
+                );
+            }
+        }
+        let v = verify_box(&net, Quantized::Paper(&coarse), None, p, &options);
+        if let Some(ce) = &v.counterexample {
+            coarse_ces += 1;
+            assert!(matches!(ce.quantized_logits, QuantizedLogits::Real(_)));
+            let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+            assert_ne!(net.classify(&x), coarse.classify(&x));
+        }
+    }
+    assert!(
+        fine_proved >= 6,
+        "16-bit fake quantization proved only {fine_proved} boxes"
+    );
+    assert!(
+        coarse_ces > 0,
+        "2-bit fake quantization gave no counterexample"
+    );
 }

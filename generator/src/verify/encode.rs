@@ -127,16 +127,37 @@ pub fn encode(
     ib: &IntBounds,
     exact: bool,
 ) -> Encoding {
-    let x: Vec<Real> = (0..lower.len())
+    let x = input_vars(solver, lower, upper);
+    let float_logits = encode_float(solver, net, &x, fb, "");
+    let int_logits = encode_int(solver, int_net, &x, ib, exact);
+    Encoding {
+        x,
+        float_logits,
+        int_logits,
+    }
+}
+
+/// The real input variables, constrained to the box.
+pub fn input_vars(solver: &Solver, lower: &[f64], upper: &[f64]) -> Vec<Real> {
+    (0..lower.len())
         .map(|i| {
             let v = Real::new_const(format!("x{i}"));
             solver.assert(v.ge(real_of_f64(lower[i])));
             solver.assert(v.le(real_of_f64(upper[i])));
             v
         })
-        .collect();
+        .collect()
+}
 
-    // Float network.
+/// A float network in exact real arithmetic over `x`; returns its logits. `prefix` keeps the
+/// names of two float networks in one solver apart.
+pub fn encode_float(
+    solver: &Solver,
+    net: &Network,
+    x: &[Real],
+    fb: &FloatBounds,
+    prefix: &str,
+) -> Vec<Real> {
     let mut h: Vec<Real> = x
         .iter()
         .enumerate()
@@ -169,7 +190,7 @@ pub fn encode(
                     .collect();
                 let z = bounded_real(
                     solver,
-                    format!("z{l}_{o}"),
+                    format!("{prefix}z{l}_{o}"),
                     &Real::add(&terms),
                     fb.pre[l][o],
                 );
@@ -182,7 +203,7 @@ pub fn encode(
                         } else if zb.hi <= 0.0 {
                             real_of_f64(0.0)
                         } else {
-                            let h = Real::new_const(format!("h{l}_{o}"));
+                            let h = Real::new_const(format!("{prefix}h{l}_{o}"));
                             solver.assert(h.eq(z.ge(real_of_f64(0.0)).ite(&z, &real_of_f64(0.0))));
                             // Redundant triangle cuts (implied by the ite) that give the
                             // solver's LP core the convex hull of the unstable ReLU.
@@ -197,9 +218,17 @@ pub fn encode(
             })
             .collect();
     }
-    let float_logits = h;
+    h
+}
 
-    // Integer network.
+/// The integer network over `x` (exactly, or relaxed without integrality); returns its logits.
+pub fn encode_int(
+    solver: &Solver,
+    int_net: &IntNetwork,
+    x: &[Real],
+    ib: &IntBounds,
+    exact: bool,
+) -> Vec<Real> {
     let range = int_net.input.range();
     let mut a: Vec<Real> = x
         .iter()
@@ -277,11 +306,7 @@ pub fn encode(
             }
         }
     }
-    Encoding {
-        x,
-        float_logits,
-        int_logits,
-    }
+    int_logits
 }
 
 /// `network picks class k`: strictly above every lower index, at least every higher one.
@@ -308,5 +333,14 @@ pub fn int_prefers(logits: &[Real], j: usize, k: usize) -> Bool {
         logits[j].ge(&logits[k])
     } else {
         logits[j].ge(&(&logits[k] + int(1)))
+    }
+}
+
+/// `a real-valued network prefers j over k` under lowest-index tie-breaking.
+pub fn real_prefers(logits: &[Real], j: usize, k: usize) -> Bool {
+    if j < k {
+        logits[j].ge(&logits[k])
+    } else {
+        logits[j].gt(&logits[k])
     }
 }

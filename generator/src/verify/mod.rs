@@ -9,6 +9,7 @@
 
 pub mod bounds;
 pub mod encode;
+pub mod quantized;
 
 use std::time::{Duration, Instant};
 
@@ -17,11 +18,11 @@ use serde::Serialize;
 use z3::{Params, SatResult, Solver};
 
 use crate::data::Property;
-use crate::int_model::IntNetwork;
 use crate::ir::Network;
 use crate::tract_reference::TractReference;
-use bounds::{float_bounds, int_bounds};
-use encode::{encode, float_picks, int_prefers};
+use bounds::float_bounds;
+use encode::{encode_float, float_picks, input_vars};
+pub use quantized::{Quantized, QuantizedLogits};
 
 /// The outcome for one box.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
@@ -46,8 +47,8 @@ pub struct Counterexample {
     pub float_class: usize,
     /// tract's f32 logits, when the model file was available.
     pub tract_logits: Option<Vec<f32>>,
-    /// Integer logits from ceg4n-runtime.
-    pub quantized_logits: Vec<i64>,
+    /// Quantized logits (integers from ceg4n-runtime, or reals under paper semantics).
+    pub quantized_logits: QuantizedLogits,
     /// Integer class.
     pub quantized_class: usize,
     /// Whether the disagreement holds at the f32 input (f64 model, tract when available).
@@ -96,7 +97,7 @@ impl Default for VerifyOptions {
 /// Verifies one box.
 pub fn verify_box(
     net: &Network,
-    int_net: &IntNetwork,
+    quantized: Quantized,
     reference: Option<&TractReference>,
     prop: &Property,
     options: &VerifyOptions,
@@ -115,15 +116,14 @@ pub fn verify_box(
     // 1. Sampling: the centre, corners and random points.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
     let points = prop.sample_points(10, 64, options.samples, &mut rng);
-    if let Some(ce) = falsify(net, int_net, reference, lower, upper, &points) {
+    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points) {
         return verdict(Status::Counterexample, 0, Some(ce), None);
     }
 
     // 2. Bounds: which float classes are possible, which integer classes can compete.
     let fb = float_bounds(net, lower, upper);
-    let ib = int_bounds(int_net, lower, upper);
     let flo = fb.pre.last().cloned().unwrap_or_default();
-    let ilo = ib.acc.last().cloned().unwrap_or_default();
+    let (ilo, integral) = quantized.logit_bounds(lower, upper);
     let classes = flo.len();
     let best_float_lower = flo.iter().map(|i| i.lo).fold(f64::NEG_INFINITY, f64::max);
     let float_possible: Vec<usize> = (0..classes)
@@ -133,7 +133,7 @@ pub fn verify_box(
     for &k in &float_possible {
         for j in (0..classes).filter(|j| *j != k) {
             // The integer network can prefer j over k only if its bounds allow it.
-            let gap_needed = if j < k { 0 } else { 1 };
+            let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
             if ilo[j].hi - ilo[k].lo >= gap_needed {
                 pairs.push((k, j));
             }
@@ -146,7 +146,16 @@ pub fn verify_box(
     // 3. The solver: the relaxed encoding first (a proof if unsat); a relaxed witness that
     // does not replay is settled by the exact encoding.
     let mut queries = 0;
-    let mut relaxed = PairSolver::new(net, int_net, lower, upper, &fb, &ib, false, options, start);
+    let mut relaxed = PairSolver::new(
+        net,
+        quantized,
+        lower,
+        upper,
+        &fb,
+        !quantized.has_relaxation(),
+        options,
+        start,
+    );
     let mut exact: Option<PairSolver> = None;
     for (k, j) in pairs {
         queries += 1;
@@ -170,14 +179,14 @@ pub fn verify_box(
                 return verdict(Status::Unknown, queries, None, Some(reason))
             }
             Answer::Sat(x) => {
-                let ce = replay(net, int_net, reference, &x, "solver");
-                if ce.float_class != ce.quantized_class {
+                let ce = replay(net, quantized, reference, &x, "solver");
+                if ce.float_class != ce.quantized_class || !quantized.has_relaxation() {
                     return verdict(Status::Counterexample, queries, Some(ce), None);
                 }
             }
         }
         let exact = exact.get_or_insert_with(|| {
-            PairSolver::new(net, int_net, lower, upper, &fb, &ib, true, options, start)
+            PairSolver::new(net, quantized, lower, upper, &fb, true, options, start)
         });
         queries += 1;
         match exact.check(k, j) {
@@ -186,7 +195,7 @@ pub fn verify_box(
                 return verdict(Status::Unknown, queries, None, Some(reason))
             }
             Answer::Sat(x) => {
-                let ce = replay(net, int_net, reference, &x, "solver");
+                let ce = replay(net, quantized, reference, &x, "solver");
                 return verdict(Status::Counterexample, queries, Some(ce), None);
             }
         }
@@ -204,7 +213,10 @@ enum Answer {
 /// One z3 solver holding the encoding of a box, queried per class pair.
 struct PairSolver<'a> {
     solver: Solver,
-    enc: encode::Encoding,
+    x: Vec<z3::ast::Real>,
+    float_logits: Vec<z3::ast::Real>,
+    quantized_logits: Vec<z3::ast::Real>,
+    quantized: Quantized<'a>,
     lower: &'a [f64],
     upper: &'a [f64],
     deadline: Instant,
@@ -214,20 +226,24 @@ impl<'a> PairSolver<'a> {
     #[allow(clippy::too_many_arguments)]
     fn new(
         net: &Network,
-        int_net: &IntNetwork,
+        quantized: Quantized<'a>,
         lower: &'a [f64],
         upper: &'a [f64],
         fb: &bounds::FloatBounds,
-        ib: &bounds::IntBounds,
         exact: bool,
         options: &VerifyOptions,
         start: Instant,
     ) -> Self {
         let solver = Solver::new();
-        let enc = encode(&solver, net, int_net, lower, upper, fb, ib, exact);
+        let x = input_vars(&solver, lower, upper);
+        let float_logits = encode_float(&solver, net, &x, fb, "");
+        let quantized_logits = quantized.encode(&solver, &x, lower, upper, exact);
         PairSolver {
             solver,
-            enc,
+            x,
+            float_logits,
+            quantized_logits,
+            quantized,
             lower,
             upper,
             deadline: start + options.timeout,
@@ -246,14 +262,14 @@ impl<'a> PairSolver<'a> {
         );
         self.solver.set_params(&params);
         self.solver.push();
-        self.solver.assert(float_picks(&self.enc.float_logits, k));
-        self.solver.assert(int_prefers(&self.enc.int_logits, j, k));
+        self.solver.assert(float_picks(&self.float_logits, k));
+        self.solver
+            .assert(self.quantized.prefers(&self.quantized_logits, j, k));
         let answer = match self.solver.check() {
             SatResult::Unsat => Answer::Unsat,
             SatResult::Sat => {
                 let x: Option<Vec<f64>> = self.solver.get_model().and_then(|m| {
-                    self.enc
-                        .x
+                    self.x
                         .iter()
                         .map(|v| m.eval(v, true).map(|r| r.approx_f64()))
                         .collect()
@@ -294,7 +310,7 @@ impl<'a> PairSolver<'a> {
 /// off, leaving a thin sliver that uniform sampling misses).
 fn falsify(
     net: &Network,
-    int_net: &IntNetwork,
+    quantized: Quantized,
     reference: Option<&TractReference>,
     lower: &[f64],
     upper: &[f64],
@@ -325,8 +341,8 @@ fn falsify(
         {
             return None;
         }
-        if net.classify(&p32) != int_net.classify(&p32) {
-            let ce = replay(net, int_net, reference, &p32, "sampling");
+        if net.classify(&p32) != quantized.classify(&p32) {
+            let ce = replay(net, quantized, reference, &p32, "sampling");
             if ce.reproduces_in_f32 {
                 return Some(ce);
             }
@@ -379,7 +395,7 @@ const BOUNDARY_SEGMENTS: usize = 16;
 /// Evaluates both networks concretely at `x` (rounded to f32).
 pub fn replay(
     net: &Network,
-    int_net: &IntNetwork,
+    quantized: Quantized,
     reference: Option<&TractReference>,
     x: &[f64],
     found_by: &'static str,
@@ -388,8 +404,8 @@ pub fn replay(
     let x32: Vec<f64> = input.iter().map(|v| *v as f64).collect();
     let float_logits = net.logits(&x32);
     let float_class = ceg4n_runtime::argmax(&float_logits);
-    let quantized_logits = int_net.logits(&x32);
-    let quantized_class = ceg4n_runtime::argmax(&quantized_logits);
+    let quantized_logits = quantized.logits(&x32);
+    let quantized_class = quantized_logits.class();
     let tract_logits = reference.and_then(|r| r.logits(&input).ok());
     let tract_disagrees = tract_logits
         .as_ref()
@@ -404,4 +420,36 @@ pub fn replay(
         quantized_class,
         found_by,
     }
+}
+
+/// Verifies every box, `jobs` boxes at a time (each worker thread has its own z3 context).
+/// Verdicts come back in the order of `props`.
+pub fn verify_boxes(
+    net: &Network,
+    quantized: Quantized,
+    reference: Option<&TractReference>,
+    props: &[Property],
+    options: &VerifyOptions,
+    jobs: usize,
+) -> Vec<BoxVerdict> {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::Mutex;
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<BoxVerdict>>> = Mutex::new(vec![None; props.len()]);
+    std::thread::scope(|scope| {
+        for _ in 0..jobs.clamp(1, props.len().max(1)) {
+            scope.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::Relaxed);
+                let Some(prop) = props.get(i) else { break };
+                let verdict = verify_box(net, quantized, reference, prop, options);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(verdict);
+            });
+        }
+    });
+    results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect()
 }

@@ -1,0 +1,160 @@
+//! Benchmarks over a suite folder: verification per network, compared with the paper's artifact.
+
+use std::time::Instant;
+
+use anyhow::Result;
+use serde::Serialize;
+
+use crate::data::load_properties;
+use crate::onnx_import::import_path;
+use crate::quantize::{paper_fake_quantize, quantize, Calibration, QuantConfig};
+use crate::suite::Suite;
+use crate::tract_reference::TractReference;
+use crate::verify::{verify_boxes, Quantized, Status, VerifyOptions};
+
+/// Settings of `bench verify`.
+#[derive(Clone, Debug)]
+pub struct VerifyBench {
+    /// Weight bits for every layer; `None` under paper semantics means the artifact's bits.
+    pub weight_bits: Option<Vec<u32>>,
+    /// Activation bits (integer semantics).
+    pub act_bits: Vec<u32>,
+    /// Input bits (integer semantics).
+    pub input_bits: u32,
+    /// Compare with the artifact's fake quantization instead of the integer network.
+    pub paper: bool,
+    /// Per-box options.
+    pub options: VerifyOptions,
+    /// Parallel boxes.
+    pub jobs: usize,
+}
+
+/// One network's results.
+#[derive(Clone, Debug, Serialize)]
+pub struct VerifyRow {
+    /// Network name.
+    pub network: String,
+    /// Weight bits used.
+    pub weight_bits: Vec<u32>,
+    /// Boxes.
+    pub boxes: usize,
+    /// Proved boxes.
+    pub proved: usize,
+    /// Boxes with a counterexample.
+    pub counterexample: usize,
+    /// Undecided boxes.
+    pub unknown: usize,
+    /// Median seconds per box.
+    pub median_seconds: f64,
+    /// Median seconds per proved box (what the artifact's table reports).
+    pub median_proof_seconds: Option<f64>,
+    /// Largest seconds per box.
+    pub max_seconds: f64,
+    /// Wall-clock seconds for the network.
+    pub total_seconds: f64,
+    /// The artifact's median seconds per proof, if the suite README gives it.
+    pub artifact_median_seconds: Option<f64>,
+    /// `artifact median / our median per proof`, if both exist.
+    pub speedup_vs_artifact: Option<f64>,
+    /// Why the network was skipped, if it was.
+    pub skipped: Option<String>,
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    if values.is_empty() {
+        return 0.0;
+    }
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        0.5 * (values[n / 2 - 1] + values[n / 2])
+    }
+}
+
+impl VerifyBench {
+    /// Verifies every box of network `name`, calling `progress` with the finished row.
+    pub fn run_network(&self, suite: &Suite, name: &str) -> Result<VerifyRow> {
+        let artifact = suite.artifact.get(name).cloned().unwrap_or_default();
+        let net = import_path(&suite.model(name))?;
+        let props = load_properties(&suite.properties(name), net.input_len())?;
+        let bits = match (&self.weight_bits, self.paper) {
+            (Some(b), _) => b.clone(),
+            (None, true) => match artifact.bits.clone() {
+                Some(b) => b,
+                None => {
+                    return Ok(skipped(
+                        name,
+                        "the suite README lists no artifact bits for it",
+                    ))
+                }
+            },
+            (None, false) => vec![8],
+        };
+        let config =
+            QuantConfig::for_network(&net, &bits, &self.act_bits, self.input_bits, false, false)?;
+        let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
+        let paper_net = paper_fake_quantize(&net, &config.weight_bits);
+        let quantized = if self.paper {
+            Quantized::Paper(&paper_net)
+        } else {
+            Quantized::Integer(&int_net)
+        };
+        let reference = TractReference::load(&suite.model(name), &net).ok();
+        let start = Instant::now();
+        let verdicts = verify_boxes(
+            &net,
+            quantized,
+            reference.as_ref(),
+            &props,
+            &self.options,
+            self.jobs,
+        );
+        let total_seconds = start.elapsed().as_secs_f64();
+        let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
+        let mut seconds: Vec<f64> = verdicts.iter().map(|v| v.seconds).collect();
+        let max_seconds = seconds.iter().copied().fold(0.0, f64::max);
+        let median_seconds = median(&mut seconds);
+        let mut proof_seconds: Vec<f64> = verdicts
+            .iter()
+            .filter(|v| v.status == Status::Proved)
+            .map(|v| v.seconds)
+            .collect();
+        let median_proof_seconds = (!proof_seconds.is_empty()).then(|| median(&mut proof_seconds));
+        Ok(VerifyRow {
+            network: name.to_string(),
+            weight_bits: config.weight_bits,
+            boxes: verdicts.len(),
+            proved: count(Status::Proved),
+            counterexample: count(Status::Counterexample),
+            unknown: count(Status::Unknown),
+            median_seconds,
+            max_seconds,
+            total_seconds,
+            artifact_median_seconds: artifact.median_seconds,
+            speedup_vs_artifact: artifact
+                .median_seconds
+                .map(|a| a / median_seconds.max(1e-6)),
+            skipped: None,
+        })
+    }
+}
+
+fn skipped(name: &str, why: &str) -> VerifyRow {
+    VerifyRow {
+        network: name.to_string(),
+        weight_bits: vec![],
+        boxes: 0,
+        proved: 0,
+        counterexample: 0,
+        unknown: 0,
+        median_seconds: 0.0,
+        median_proof_seconds: None,
+        max_seconds: 0.0,
+        total_seconds: 0.0,
+        artifact_median_seconds: None,
+        speedup_vs_artifact: None,
+        skipped: Some(why.to_string()),
+    }
+}

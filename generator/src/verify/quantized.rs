@@ -1,0 +1,111 @@
+//! The network compared with the float one: the integer network (the product), or the CEG4N
+//! artifact's fake-quantized float network (`--semantics paper`, for like-for-like timing).
+
+use serde::Serialize;
+use z3::ast::{Bool, Real};
+use z3::Solver;
+
+use super::bounds::{float_bounds, int_bounds, Interval};
+use super::encode::{encode_float, encode_int, int_prefers, real_prefers};
+use crate::int_model::IntNetwork;
+use crate::ir::Network;
+
+/// The second network of an equivalence check.
+#[derive(Clone, Copy, Debug)]
+pub enum Quantized<'a> {
+    /// Integer semantics of ceg4n-runtime (what the firmware runs).
+    Integer(&'a IntNetwork),
+    /// Fake quantization: rounded weights, real-valued activations (the paper's artifact).
+    Paper(&'a Network),
+}
+
+/// Logits of the quantized network.
+#[derive(Clone, Debug, PartialEq, Serialize)]
+#[serde(untagged)]
+pub enum QuantizedLogits {
+    /// Integer logits (accumulators).
+    Integer(Vec<i64>),
+    /// Real logits (paper semantics).
+    Real(Vec<f64>),
+}
+
+impl QuantizedLogits {
+    /// The class: argmax, lowest index on ties.
+    pub fn class(&self) -> usize {
+        match self {
+            QuantizedLogits::Integer(v) => ceg4n_runtime::argmax(v),
+            QuantizedLogits::Real(v) => ceg4n_runtime::argmax(v),
+        }
+    }
+}
+
+impl Quantized<'_> {
+    /// Logits at `x`.
+    pub fn logits(&self, x: &[f64]) -> QuantizedLogits {
+        match self {
+            Quantized::Integer(n) => QuantizedLogits::Integer(n.logits(x)),
+            Quantized::Paper(n) => QuantizedLogits::Real(n.logits(x)),
+        }
+    }
+
+    /// Class at `x`.
+    pub fn classify(&self, x: &[f64]) -> usize {
+        self.logits(x).class()
+    }
+
+    /// Sound bounds of every logit over the box, and whether logits are integers.
+    pub fn logit_bounds(&self, lower: &[f64], upper: &[f64]) -> (Vec<Interval<f64>>, bool) {
+        match self {
+            Quantized::Integer(n) => {
+                let b = int_bounds(n, lower, upper);
+                let last = b.acc.last().cloned().unwrap_or_default();
+                (
+                    last.iter()
+                        .map(|i| Interval {
+                            lo: i.lo as f64,
+                            hi: i.hi as f64,
+                        })
+                        .collect(),
+                    true,
+                )
+            }
+            Quantized::Paper(n) => (
+                float_bounds(n, lower, upper)
+                    .pre
+                    .last()
+                    .cloned()
+                    .unwrap_or_default(),
+                false,
+            ),
+        }
+    }
+
+    /// Asserts the network over `x` (exactly, or relaxed for the integer network); returns its
+    /// logits.
+    pub fn encode(
+        &self,
+        solver: &Solver,
+        x: &[Real],
+        lower: &[f64],
+        upper: &[f64],
+        exact: bool,
+    ) -> Vec<Real> {
+        match self {
+            Quantized::Integer(n) => encode_int(solver, n, x, &int_bounds(n, lower, upper), exact),
+            Quantized::Paper(n) => encode_float(solver, n, x, &float_bounds(n, lower, upper), "p"),
+        }
+    }
+
+    /// Whether the encoding has integrality constraints to relax.
+    pub fn has_relaxation(&self) -> bool {
+        matches!(self, Quantized::Integer(_))
+    }
+
+    /// `this network prefers class j over class k`.
+    pub fn prefers(&self, logits: &[Real], j: usize, k: usize) -> Bool {
+        match self {
+            Quantized::Integer(_) => int_prefers(logits, j, k),
+            Quantized::Paper(_) => real_prefers(logits, j, k),
+        }
+    }
+}
