@@ -571,7 +571,7 @@ fn bench_verify(
     }
     if !as_json {
         println!(
-            "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>9} {:>12} {:>9}",
+            "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>11} {:>9} {:>12} {:>9}",
             "network",
             "bits",
             "boxes",
@@ -579,6 +579,7 @@ fn bench_verify(
             "ce",
             "unknown",
             "median_s",
+            "proof_med_s",
             "max_s",
             "artifact_med",
             "speedup"
