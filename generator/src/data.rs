@@ -249,3 +249,35 @@ fn flatten(v: &serde_json::Value) -> Option<Vec<f64>> {
         _ => None,
     }
 }
+
+/// L-inf boxes of `radius` around every row of a dataset, clipped to `domain` if given; ids
+/// are "row N" (1-based data rows). A row whose box misses the domain entirely is an error.
+pub fn boxes_around(
+    data: &Dataset,
+    radius: f64,
+    domain: Option<(f64, f64)>,
+) -> Result<Vec<Property>> {
+    let (lo, hi) = domain.unwrap_or((f64::NEG_INFINITY, f64::INFINITY));
+    data.features
+        .iter()
+        .enumerate()
+        .map(|(n, x)| {
+            let lower: Vec<f64> = x.iter().map(|v| (v - radius).max(lo)).collect();
+            let upper: Vec<f64> = x.iter().map(|v| (v + radius).min(hi)).collect();
+            if lower.iter().zip(&upper).any(|(l, u)| l > u) {
+                bail!(
+                    "data row {}: its box of radius {radius} lies outside the domain {lo}..{hi}",
+                    n + 1
+                );
+            }
+            Ok(Property {
+                id: format!("row {}", n + 1),
+                x: x.clone(),
+                lower,
+                upper,
+                y: None,
+                ball_size: Some(radius),
+            })
+        })
+        .collect()
+}

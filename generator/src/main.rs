@@ -12,6 +12,7 @@ use ceg4n::data::DataFile;
 use ceg4n::ir::{Activation, Network};
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig, DEFAULT_INPUT_BITS};
+use ceg4n::verify::Decision;
 
 #[derive(Parser)]
 #[command(
@@ -66,8 +67,20 @@ enum Command {
         /// The ONNX model.
         model: PathBuf,
         /// A CEG4N property file (boxes).
+        #[arg(long, required_unless_present = "points", conflicts_with = "points")]
+        props: Option<PathBuf>,
+        /// Or: a labelled CSV whose rows are box centres (with --radius).
+        #[arg(long, requires = "radius")]
+        points: Option<PathBuf>,
+        /// L-inf radius of the boxes around --points.
         #[arg(long)]
-        props: PathBuf,
+        radius: Option<f64>,
+        /// Clip the boxes around --points to this input domain: LO,HI.
+        #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
+        domain: Option<Vec<f64>>,
+        /// Classes are the smallest score (advisory networks such as ACAS Xu).
+        #[arg(long)]
+        argmin: bool,
         #[command(flatten)]
         quant: BitsArgs,
         /// Seconds allowed per box.
@@ -118,6 +131,9 @@ enum BenchCommand {
         /// integer (the product) or paper (the artifact's fake quantization).
         #[arg(long, value_enum, default_value_t = Semantics::Integer)]
         semantics: Semantics,
+        /// Classes are the smallest score (ACAS Xu).
+        #[arg(long)]
+        argmin: bool,
         /// Print JSON (a list of per-network rows).
         #[arg(long)]
         json: bool,
@@ -206,6 +222,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             timeout,
             jobs,
             semantics,
+            argmin,
             json,
         }) => {
             let settings = ceg4n::bench::VerifyBench {
@@ -214,6 +231,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 input_bits,
                 paper: semantics == Semantics::Paper,
                 options: ceg4n::verify::VerifyOptions {
+                    decision: if argmin {
+                        Decision::ArgMin
+                    } else {
+                        Decision::ArgMax
+                    },
                     timeout: positive_seconds(timeout)?,
                     ..Default::default()
                 },
@@ -224,12 +246,31 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Verify {
             model,
             props,
+            points,
+            radius,
+            domain,
+            argmin,
             quant,
             timeout,
             jobs,
             semantics,
             json,
-        } => return verify_command(&model, &props, &quant, timeout, jobs, semantics, json),
+        } => {
+            let boxes = BoxSource {
+                props,
+                points,
+                radius,
+                domain,
+            };
+            let decision = if argmin {
+                Decision::ArgMin
+            } else {
+                Decision::ArgMax
+            };
+            return verify_command(
+                &model, &boxes, &quant, timeout, jobs, semantics, decision, json,
+            );
+        }
     }
     .map(|()| ExitCode::SUCCESS)
 }
@@ -440,18 +481,50 @@ fn calibration_of(net: &Network, data: &DataFile) -> Calibration {
     }
 }
 
+/// Where `verify` takes its boxes from.
+struct BoxSource {
+    props: Option<PathBuf>,
+    points: Option<PathBuf>,
+    radius: Option<f64>,
+    domain: Option<Vec<f64>>,
+}
+
+impl BoxSource {
+    fn load(&self, features: usize) -> Result<Vec<ceg4n::data::Property>> {
+        if let Some(p) = &self.props {
+            return ceg4n::data::load_properties(p, features);
+        }
+        let (Some(points), Some(radius)) = (&self.points, self.radius) else {
+            bail!("give --props FILE, or --points CSV with --radius R");
+        };
+        if !(radius.is_finite() && radius >= 0.0) {
+            bail!("--radius {radius} must be a non-negative number");
+        }
+        let domain = match self.domain.as_deref() {
+            None => None,
+            Some([lo, hi]) if lo <= hi => Some((*lo, *hi)),
+            Some(d) => bail!("--domain {d:?} must be LO,HI with LO <= HI"),
+        };
+        let data = ceg4n::data::Dataset::load_csv(points, features)?;
+        ceg4n::data::boxes_around(&data, radius, domain)
+            .with_context(|| points.display().to_string())
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
 fn verify_command(
     model: &std::path::Path,
-    props_path: &std::path::Path,
+    boxes: &BoxSource,
     quant: &BitsArgs,
     timeout: f64,
     jobs: Option<usize>,
     semantics: Semantics,
+    decision: Decision,
     as_json: bool,
 ) -> Result<ExitCode> {
     use ceg4n::verify::{verify_boxes, Quantized, Status, VerifyOptions};
     let net = import_path(model)?;
-    let props = ceg4n::data::load_properties(props_path, net.input_len())?;
+    let props = boxes.load(net.input_len())?;
     let config = match quant.config(&net)? {
         Some(c) => c,
         None => QuantConfig::for_network(
@@ -472,6 +545,7 @@ fn verify_command(
     };
     let reference = ceg4n::tract_reference::TractReference::load(model, &net).ok();
     let options = VerifyOptions {
+        decision,
         timeout: positive_seconds(timeout)?,
         ..VerifyOptions::default()
     };

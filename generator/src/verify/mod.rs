@@ -76,9 +76,55 @@ pub struct BoxVerdict {
     pub reason: Option<String>,
 }
 
+/// How a class is read off the logits (ties go to the lowest index either way).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Decision {
+    /// The largest logit (classifiers).
+    #[default]
+    ArgMax,
+    /// The smallest score (advisory networks such as ACAS Xu).
+    ArgMin,
+}
+
+impl Decision {
+    /// The class of `logits`.
+    pub fn pick<T: PartialOrd + Copy>(self, logits: &[T]) -> usize {
+        match self {
+            Decision::ArgMax => ceg4n_runtime::argmax(logits),
+            Decision::ArgMin => ceg4n_runtime::argmin(logits),
+        }
+    }
+
+    /// Logit terms oriented so that the class is their argmax (argmin(v) = argmax(-v), with
+    /// the same lowest-index tie-break).
+    fn orient(self, logits: Vec<z3::ast::Real>) -> Vec<z3::ast::Real> {
+        match self {
+            Decision::ArgMax => logits,
+            Decision::ArgMin => logits.into_iter().map(|v| -v).collect(),
+        }
+    }
+
+    /// Intervals oriented like [`Decision::orient`].
+    fn orient_bounds(self, bounds: Vec<bounds::Interval<f64>>) -> Vec<bounds::Interval<f64>> {
+        match self {
+            Decision::ArgMax => bounds,
+            Decision::ArgMin => bounds
+                .into_iter()
+                .map(|i| bounds::Interval {
+                    lo: -i.hi,
+                    hi: -i.lo,
+                })
+                .collect(),
+        }
+    }
+}
+
 /// Options of a verification run.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
+    /// How classes are read off the logits.
+    pub decision: Decision,
     /// Time limit per box.
     pub timeout: Duration,
     /// Random points tried per box before the solver.
@@ -88,6 +134,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
+            decision: Decision::ArgMax,
             timeout: Duration::from_secs(60),
             samples: 256,
         }
@@ -112,18 +159,20 @@ pub fn verify_box(
         reason,
     };
     let (lower, upper) = (&prop.lower, &prop.upper);
+    let decision = options.decision;
 
     // 1. Sampling: the centre, corners and random points.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
     let points = prop.sample_points(10, 64, options.samples, &mut rng);
-    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points) {
+    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points, decision) {
         return verdict(Status::Counterexample, 0, Some(ce), None);
     }
 
     // 2. Bounds: which float classes are possible, which integer classes can compete.
     let fb = float_bounds(net, lower, upper);
-    let flo = fb.pre.last().cloned().unwrap_or_default();
+    let flo = decision.orient_bounds(fb.pre.last().cloned().unwrap_or_default());
     let (ilo, integral) = quantized.logit_bounds(lower, upper);
+    let ilo = decision.orient_bounds(ilo);
     let classes = flo.len();
     let best_float_lower = flo.iter().map(|i| i.lo).fold(f64::NEG_INFINITY, f64::max);
     let float_possible: Vec<usize> = (0..classes)
@@ -179,7 +228,7 @@ pub fn verify_box(
                 return verdict(Status::Unknown, queries, None, Some(reason))
             }
             Answer::Sat(x) => {
-                let ce = replay(net, quantized, reference, &x, "solver");
+                let ce = replay(net, quantized, reference, &x, "solver", decision);
                 if ce.float_class != ce.quantized_class || !quantized.has_relaxation() {
                     return verdict(Status::Counterexample, queries, Some(ce), None);
                 }
@@ -195,7 +244,7 @@ pub fn verify_box(
                 return verdict(Status::Unknown, queries, None, Some(reason))
             }
             Answer::Sat(x) => {
-                let ce = replay(net, quantized, reference, &x, "solver");
+                let ce = replay(net, quantized, reference, &x, "solver", decision);
                 return verdict(Status::Counterexample, queries, Some(ce), None);
             }
         }
@@ -236,8 +285,12 @@ impl<'a> PairSolver<'a> {
     ) -> Self {
         let solver = Solver::new();
         let x = input_vars(&solver, lower, upper);
-        let float_logits = encode_float(&solver, net, &x, fb, "");
-        let quantized_logits = quantized.encode(&solver, &x, lower, upper, exact);
+        let float_logits = options
+            .decision
+            .orient(encode_float(&solver, net, &x, fb, ""));
+        let quantized_logits = options
+            .decision
+            .orient(quantized.encode(&solver, &x, lower, upper, exact));
         PairSolver {
             solver,
             x,
@@ -279,7 +332,7 @@ impl<'a> PairSolver<'a> {
                         x.iter()
                             .zip(self.lower)
                             .zip(self.upper)
-                            .map(|((v, l), u)| (*v as f32 as f64).clamp(*l, *u))
+                            .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
                             .collect(),
                     ),
                     None => Answer::Unknown("solver returned no model".into()),
@@ -315,7 +368,9 @@ fn falsify(
     lower: &[f64],
     upper: &[f64],
     points: &[Vec<f64>],
+    decision: Decision,
 ) -> Option<Counterexample> {
+    let float_class = |x: &[f64]| decision.pick(&net.logits(x));
     let to_f32_box = |p: &[f64]| -> Vec<f64> {
         p.iter()
             .zip(lower)
@@ -324,7 +379,7 @@ fn falsify(
                 let r = *v as f32 as f64;
                 // Keep the f32 rounding inside the box.
                 if r < *l || r > *u {
-                    v.clamp(*l, *u)
+                    v.max(*l).min(*u)
                 } else {
                     r
                 }
@@ -341,8 +396,8 @@ fn falsify(
         {
             return None;
         }
-        if net.classify(&p32) != quantized.classify(&p32) {
-            let ce = replay(net, quantized, reference, &p32, "sampling");
+        if float_class(&p32) != quantized.classify(&p32, decision) {
+            let ce = replay(net, quantized, reference, &p32, "sampling", decision);
             if ce.reproduces_in_f32 {
                 return Some(ce);
             }
@@ -352,7 +407,7 @@ fn falsify(
     if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
         return Some(ce);
     }
-    let classes: Vec<usize> = points.iter().map(|p| net.classify(p)).collect();
+    let classes: Vec<usize> = points.iter().map(|p| float_class(p)).collect();
     let anchor = 0;
     let mut tried = 0;
     for (i, p) in points.iter().enumerate() {
@@ -367,7 +422,7 @@ fn falsify(
         let class_lo = classes[anchor];
         for _ in 0..60 {
             let mid = 0.5 * (lo + hi);
-            if net.classify(&at(mid)) == class_lo {
+            if float_class(&at(mid)) == class_lo {
                 lo = mid;
             } else {
                 hi = mid;
@@ -399,17 +454,18 @@ pub fn replay(
     reference: Option<&TractReference>,
     x: &[f64],
     found_by: &'static str,
+    decision: Decision,
 ) -> Counterexample {
     let input: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     let x32: Vec<f64> = input.iter().map(|v| *v as f64).collect();
     let float_logits = net.logits(&x32);
-    let float_class = ceg4n_runtime::argmax(&float_logits);
+    let float_class = decision.pick(&float_logits);
     let quantized_logits = quantized.logits(&x32);
-    let quantized_class = quantized_logits.class();
+    let quantized_class = quantized_logits.class(decision);
     let tract_logits = reference.and_then(|r| r.logits(&input).ok());
     let tract_disagrees = tract_logits
         .as_ref()
-        .is_none_or(|t| ceg4n_runtime::argmax(t) != quantized_class);
+        .is_none_or(|t| decision.pick(t) != quantized_class);
     Counterexample {
         reproduces_in_f32: float_class != quantized_class && tract_disagrees,
         input,

@@ -7,6 +7,7 @@ use z3::Solver;
 
 use super::bounds::{float_bounds, int_bounds, Interval};
 use super::encode::{encode_float, encode_int, int_prefers, real_prefers};
+use super::Decision;
 use crate::int_model::IntNetwork;
 use crate::ir::Network;
 
@@ -30,11 +31,11 @@ pub enum QuantizedLogits {
 }
 
 impl QuantizedLogits {
-    /// The class: argmax, lowest index on ties.
-    pub fn class(&self) -> usize {
+    /// The class the decision rule picks (lowest index on ties).
+    pub fn class(&self, decision: Decision) -> usize {
         match self {
-            QuantizedLogits::Integer(v) => ceg4n_runtime::argmax(v),
-            QuantizedLogits::Real(v) => ceg4n_runtime::argmax(v),
+            QuantizedLogits::Integer(v) => decision.pick(v),
+            QuantizedLogits::Real(v) => decision.pick(v),
         }
     }
 }
@@ -49,8 +50,8 @@ impl Quantized<'_> {
     }
 
     /// Class at `x`.
-    pub fn classify(&self, x: &[f64]) -> usize {
-        self.logits(x).class()
+    pub fn classify(&self, x: &[f64], decision: Decision) -> usize {
+        self.logits(x).class(decision)
     }
 
     /// Sound bounds of every logit over the box, and whether logits are integers.
