@@ -20,7 +20,7 @@ use z3::{Params, SatResult, Solver};
 use crate::data::Property;
 use crate::ir::Network;
 use crate::tract_reference::TractReference;
-use bounds::float_bounds;
+use bounds::{float_bounds, float_logit_differences};
 use encode::{encode_float, float_picks, input_vars};
 pub use quantized::{Quantized, QuantizedLogits};
 
@@ -105,16 +105,13 @@ impl Decision {
         }
     }
 
-    /// Intervals oriented like [`Decision::orient`].
-    fn orient_bounds(self, bounds: Vec<bounds::Interval<f64>>) -> Vec<bounds::Interval<f64>> {
+    /// Difference bounds `d[j][k] >= logit_j - logit_k` oriented like [`Decision::orient`]:
+    /// under argmin the oriented difference `-l_j + l_k` is bounded by `d[k][j]`.
+    fn orient_differences(self, d: Vec<Vec<f64>>) -> Vec<Vec<f64>> {
         match self {
-            Decision::ArgMax => bounds,
-            Decision::ArgMin => bounds
-                .into_iter()
-                .map(|i| bounds::Interval {
-                    lo: -i.hi,
-                    hi: -i.lo,
-                })
+            Decision::ArgMax => d,
+            Decision::ArgMin => (0..d.len())
+                .map(|j| (0..d.len()).map(|k| d[k][j]).collect())
                 .collect(),
         }
     }
@@ -170,20 +167,21 @@ pub fn verify_box(
 
     // 2. Bounds: which float classes are possible, which integer classes can compete.
     let fb = float_bounds(net, lower, upper);
-    let flo = decision.orient_bounds(fb.pre.last().cloned().unwrap_or_default());
-    let (ilo, integral) = quantized.logit_bounds(lower, upper);
-    let ilo = decision.orient_bounds(ilo);
-    let classes = flo.len();
-    let best_float_lower = flo.iter().map(|i| i.lo).fold(f64::NEG_INFINITY, f64::max);
+    // d[j][k] bounds (oriented) logit_j - logit_k from above.
+    let float_diff = decision.orient_differences(float_logit_differences(net, &fb));
+    let (quant_diff, integral) = quantized.logit_differences(lower, upper);
+    let quant_diff = decision.orient_differences(quant_diff);
+    let classes = float_diff.len();
+    // The float network can pick k only if k can reach every other logit.
     let float_possible: Vec<usize> = (0..classes)
-        .filter(|k| flo[*k].hi >= best_float_lower)
+        .filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0))
         .collect();
     let mut pairs = Vec::new();
     for &k in &float_possible {
         for j in (0..classes).filter(|j| *j != k) {
-            // The integer network can prefer j over k only if its bounds allow it.
+            // The quantized network can prefer j over k only if its bounds allow it.
             let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
-            if ilo[j].hi - ilo[k].lo >= gap_needed {
+            if quant_diff[j][k] >= gap_needed {
                 pairs.push((k, j));
             }
         }

@@ -5,7 +5,7 @@ use serde::Serialize;
 use z3::ast::{Bool, Real};
 use z3::Solver;
 
-use super::bounds::{float_bounds, int_bounds, Interval};
+use super::bounds::{float_bounds, float_logit_differences, int_bounds, int_logit_differences};
 use super::encode::{encode_float, encode_int, int_prefers, real_prefers};
 use super::Decision;
 use crate::int_model::IntNetwork;
@@ -54,28 +54,20 @@ impl Quantized<'_> {
         self.logits(x).class(decision)
     }
 
-    /// Sound bounds of every logit over the box, and whether logits are integers.
-    pub fn logit_bounds(&self, lower: &[f64], upper: &[f64]) -> (Vec<Interval<f64>>, bool) {
+    /// `d[j][k]`: an upper bound of `logit_j - logit_k` over the box, and whether logits are
+    /// integers.
+    pub fn logit_differences(&self, lower: &[f64], upper: &[f64]) -> (Vec<Vec<f64>>, bool) {
         match self {
             Quantized::Integer(n) => {
-                let b = int_bounds(n, lower, upper);
-                let last = b.acc.last().cloned().unwrap_or_default();
-                (
-                    last.iter()
-                        .map(|i| Interval {
-                            lo: i.lo as f64,
-                            hi: i.hi as f64,
-                        })
-                        .collect(),
-                    true,
-                )
+                let d = int_logit_differences(n, &int_bounds(n, lower, upper));
+                let d = d
+                    .iter()
+                    .map(|row| row.iter().map(|v| *v as f64).collect())
+                    .collect();
+                (d, true)
             }
             Quantized::Paper(n) => (
-                float_bounds(n, lower, upper)
-                    .pre
-                    .last()
-                    .cloned()
-                    .unwrap_or_default(),
+                float_logit_differences(n, &float_bounds(n, lower, upper)),
                 false,
             ),
         }
