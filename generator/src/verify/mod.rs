@@ -165,89 +165,208 @@ pub fn verify_box(
         return verdict(Status::Counterexample, 0, Some(ce), None);
     }
 
-    // 2. Bounds: which float classes are possible, which integer classes can compete.
-    let fb = float_bounds(net, lower, upper);
-    // d[j][k] bounds (oriented) logit_j - logit_k from above.
-    let float_diff = decision.orient_differences(float_logit_differences(net, &fb));
-    let (quant_diff, integral) = quantized.logit_differences(lower, upper);
-    let quant_diff = decision.orient_differences(quant_diff);
-    let classes = float_diff.len();
-    // The float network can pick k only if k can reach every other logit.
-    let float_possible: Vec<usize> = (0..classes)
-        .filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0))
-        .collect();
-    let mut pairs = Vec::new();
-    for &k in &float_possible {
-        for j in (0..classes).filter(|j| *j != k) {
-            // The quantized network can prefer j over k only if its bounds allow it.
-            let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
-            if quant_diff[j][k] >= gap_needed {
-                pairs.push((k, j));
-            }
-        }
-    }
-    if pairs.is_empty() {
-        return verdict(Status::Proved, 0, None, None);
-    }
-
-    // 3. The solver: the relaxed encoding first (a proof if unsat); a relaxed witness that
-    // does not replay is settled by the exact encoding.
-    let mut queries = 0;
-    let mut relaxed = PairSolver::new(
+    // 2. Bounds and the solver, splitting the box when the solver cannot decide it in time.
+    let region = Region {
         net,
         quantized,
-        lower,
-        upper,
-        &fb,
-        !quantized.has_relaxation(),
+        reference,
         options,
-        start,
-    );
-    let mut exact: Option<PairSolver> = None;
-    for (k, j) in pairs {
-        queries += 1;
-        let t = Instant::now();
-        let answer = relaxed.check(k, j);
-        if std::env::var_os("CEG4N_DEBUG").is_some() {
-            let what = match &answer {
-                Answer::Unsat => "unsat",
-                Answer::Sat(_) => "sat",
-                Answer::Unknown(_) => "unknown",
-            };
-            eprintln!(
-                "box {} pair ({k},{j}) relaxed {what} in {:.3}s",
-                prop.id,
-                t.elapsed().as_secs_f64()
-            );
-        }
-        match answer {
-            Answer::Unsat => continue,
-            Answer::Unknown(reason) => {
-                return verdict(Status::Unknown, queries, None, Some(reason))
+        id: &prop.id,
+        queries: std::cell::Cell::new(0),
+    };
+    let outcome = region.decide(lower, upper, 0, start + options.timeout);
+    let queries = region.queries.get();
+    match outcome {
+        Outcome::Proved => verdict(Status::Proved, queries, None, None),
+        Outcome::Counterexample(ce) => verdict(Status::Counterexample, queries, Some(ce), None),
+        Outcome::Unknown(reason) => verdict(Status::Unknown, queries, None, Some(reason)),
+    }
+}
+
+/// How deep a hard box is bisected (at most 2^depth sub-boxes).
+const MAX_SPLIT_DEPTH: u32 = 8;
+
+enum Outcome {
+    Proved,
+    Counterexample(Counterexample),
+    Unknown(String),
+}
+
+/// Everything needed to decide sub-boxes of one property box.
+struct Region<'a> {
+    net: &'a Network,
+    quantized: Quantized<'a>,
+    reference: Option<&'a TractReference>,
+    options: &'a VerifyOptions,
+    id: &'a str,
+    queries: std::cell::Cell<usize>,
+}
+
+impl Region<'_> {
+    /// Decides the box `[lower, upper]`: bounds first, then z3 per class pair (relaxed, then
+    /// exact for spurious relaxed witnesses), bisecting when a query runs out of its time slice.
+    fn decide(&self, lower: &[f64], upper: &[f64], depth: u32, deadline: Instant) -> Outcome {
+        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        if depth > 0 {
+            // A sub-box: its centre is a cheap first guess.
+            let centre: Vec<f64> = lower
+                .iter()
+                .zip(upper)
+                .map(|(l, u)| 0.5 * (l + u))
+                .collect();
+            if let Some(ce) = falsify(
+                net,
+                quantized,
+                self.reference,
+                lower,
+                upper,
+                &[centre],
+                decision,
+            ) {
+                return Outcome::Counterexample(ce);
             }
-            Answer::Sat(x) => {
-                let ce = replay(net, quantized, reference, &x, "solver", decision);
-                if ce.float_class != ce.quantized_class || !quantized.has_relaxation() {
-                    return verdict(Status::Counterexample, queries, Some(ce), None);
+        }
+        let fb = float_bounds(net, lower, upper);
+        // d[j][k] bounds (oriented) logit_j - logit_k from above.
+        let float_diff = decision.orient_differences(float_logit_differences(net, &fb));
+        let (quant_diff, integral) = quantized.logit_differences(lower, upper);
+        let quant_diff = decision.orient_differences(quant_diff);
+        let classes = float_diff.len();
+        // The float network can pick k only if k can reach every other logit.
+        let float_possible: Vec<usize> = (0..classes)
+            .filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0))
+            .collect();
+        let mut pairs = Vec::new();
+        for &k in &float_possible {
+            for j in (0..classes).filter(|j| *j != k) {
+                // The quantized network can prefer j over k only if its bounds allow it.
+                let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
+                if quant_diff[j][k] >= gap_needed {
+                    pairs.push((k, j));
                 }
             }
         }
-        let exact = exact.get_or_insert_with(|| {
-            PairSolver::new(net, quantized, lower, upper, &fb, true, options, start)
-        });
-        queries += 1;
-        match exact.check(k, j) {
-            Answer::Unsat => {}
-            Answer::Unknown(reason) => {
-                return verdict(Status::Unknown, queries, None, Some(reason))
+        if pairs.is_empty() {
+            return Outcome::Proved;
+        }
+
+        let can_split = depth < MAX_SPLIT_DEPTH;
+        // One query may use a quarter of the region's time (at least a second) while the
+        // region can still be split; the rest is for its halves.
+        let slice = || {
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            if can_split {
+                deadline.min(now + (remaining / 4).max(Duration::from_secs(1)))
+            } else {
+                deadline
             }
-            Answer::Sat(x) => {
-                let ce = replay(net, quantized, reference, &x, "solver", decision);
-                return verdict(Status::Counterexample, queries, Some(ce), None);
+        };
+        let relaxed_only = !quantized.has_relaxation();
+        let mut relaxed =
+            PairSolver::new(net, quantized, lower, upper, &fb, relaxed_only, decision);
+        let mut exact: Option<PairSolver> = None;
+        for (k, j) in pairs {
+            self.queries.set(self.queries.get() + 1);
+            let t = Instant::now();
+            let answer = relaxed.check(k, j, slice());
+            if std::env::var_os("CEG4N_DEBUG").is_some() {
+                let what = match &answer {
+                    Answer::Unsat => "unsat",
+                    Answer::Sat(_) => "sat",
+                    Answer::Unknown(_) => "unknown",
+                };
+                eprintln!(
+                    "box {} depth {depth} pair ({k},{j}) relaxed {what} in {:.3}s",
+                    self.id,
+                    t.elapsed().as_secs_f64()
+                );
+            }
+            match answer {
+                Answer::Unsat => continue,
+                Answer::Unknown(reason) => {
+                    return self.split_or(lower, upper, depth, deadline, reason)
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(net, quantized, self.reference, &x, "solver", decision);
+                    if ce.float_class != ce.quantized_class || relaxed_only {
+                        return Outcome::Counterexample(ce);
+                    }
+                }
+            }
+            let exact = exact.get_or_insert_with(|| {
+                PairSolver::new(net, quantized, lower, upper, &fb, true, decision)
+            });
+            self.queries.set(self.queries.get() + 1);
+            match exact.check(k, j, slice()) {
+                Answer::Unsat => {}
+                Answer::Unknown(reason) => {
+                    return self.split_or(lower, upper, depth, deadline, reason)
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(net, quantized, self.reference, &x, "solver", decision);
+                    return Outcome::Counterexample(ce);
+                }
             }
         }
+        Outcome::Proved
     }
-    verdict(Status::Proved, queries, None, None)
+
+    /// Bisects the box along the input that moves the first layer most, and decides both
+    /// halves; `Unknown(reason)` when it may not split further or time is up.
+    fn split_or(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        depth: u32,
+        deadline: Instant,
+        reason: String,
+    ) -> Outcome {
+        let now = Instant::now();
+        if depth >= MAX_SPLIT_DEPTH || now >= deadline {
+            return Outcome::Unknown(reason);
+        }
+        let Some(dim) = self.split_dimension(lower, upper) else {
+            return Outcome::Unknown(reason);
+        };
+        let mid = 0.5 * (lower[dim] + upper[dim]);
+        let mut left_upper = upper.to_vec();
+        left_upper[dim] = mid;
+        let mut right_lower = lower.to_vec();
+        right_lower[dim] = mid;
+        // The left half gets half of the time left; the right half whatever remains.
+        let half = now + deadline.saturating_duration_since(now) / 2;
+        let left = self.decide(lower, &left_upper, depth + 1, half);
+        match left {
+            Outcome::Counterexample(_) => left,
+            Outcome::Proved => self.decide(&right_lower, upper, depth + 1, deadline),
+            Outcome::Unknown(reason) => match self.decide(&right_lower, upper, depth + 1, deadline)
+            {
+                ce @ Outcome::Counterexample(_) => ce,
+                _ => Outcome::Unknown(reason),
+            },
+        }
+    }
+
+    /// The input whose interval, scaled by its first-layer weights (after input operations),
+    /// spans the widest range; `None` when every interval is a point.
+    fn split_dimension(&self, lower: &[f64], upper: &[f64]) -> Option<usize> {
+        let first = self.net.layers.first()?;
+        let (a, b) = (self.net.preprocess(lower), self.net.preprocess(upper));
+        (0..lower.len())
+            .filter(|i| upper[*i] > lower[*i])
+            .map(|i| {
+                let influence: f64 = first
+                    .weights
+                    .column(i)
+                    .iter()
+                    .map(|w| (*w as f64).abs())
+                    .sum();
+                (i, (b[i] - a[i]).abs() * influence)
+            })
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(i, _)| i)
+    }
 }
 
 enum Answer {
@@ -266,7 +385,6 @@ struct PairSolver<'a> {
     quantized: Quantized<'a>,
     lower: &'a [f64],
     upper: &'a [f64],
-    deadline: Instant,
 }
 
 impl<'a> PairSolver<'a> {
@@ -278,17 +396,12 @@ impl<'a> PairSolver<'a> {
         upper: &'a [f64],
         fb: &bounds::FloatBounds,
         exact: bool,
-        options: &VerifyOptions,
-        start: Instant,
+        decision: Decision,
     ) -> Self {
         let solver = Solver::new();
         let x = input_vars(&solver, lower, upper);
-        let float_logits = options
-            .decision
-            .orient(encode_float(&solver, net, &x, fb, ""));
-        let quantized_logits = options
-            .decision
-            .orient(quantized.encode(&solver, &x, lower, upper, exact));
+        let float_logits = decision.orient(encode_float(&solver, net, &x, fb, ""));
+        let quantized_logits = decision.orient(quantized.encode(&solver, &x, lower, upper, exact));
         PairSolver {
             solver,
             x,
@@ -297,12 +410,12 @@ impl<'a> PairSolver<'a> {
             quantized,
             lower,
             upper,
-            deadline: start + options.timeout,
         }
     }
 
-    fn check(&mut self, k: usize, j: usize) -> Answer {
-        let remaining = self.deadline.saturating_duration_since(Instant::now());
+    /// Does some input make the float network pick `k` while the quantized one prefers `j`?
+    fn check(&mut self, k: usize, j: usize, deadline: Instant) -> Answer {
+        let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Answer::Unknown("time-out".into());
         }
