@@ -214,21 +214,21 @@ pub fn float_logit_differences(net: &Network, fb: &FloatBounds) -> Vec<Vec<f64>>
         &fb.input
     };
     let m = last.outputs();
-    let mut d = vec![vec![0.0; m]; m];
-    for j in 0..m {
-        for k in 0..m {
-            if j == k {
-                continue;
-            }
-            let mut hi = last.bias[j] as f64 - last.bias[k] as f64;
-            for (i, x) in inputs.iter().enumerate() {
-                let w = last.weights[[j, i]] as f64 - last.weights[[k, i]] as f64;
-                hi += (w * x.lo).max(w * x.hi);
-            }
-            d[j][k] = widen(Interval { lo: hi, hi }).hi;
+    let difference = |j: usize, k: usize| {
+        let mut hi = last.bias[j] as f64 - last.bias[k] as f64;
+        for (i, x) in inputs.iter().enumerate() {
+            let w = last.weights[[j, i]] as f64 - last.weights[[k, i]] as f64;
+            hi += (w * x.lo).max(w * x.hi);
         }
-    }
-    d
+        widen(Interval { lo: hi, hi }).hi
+    };
+    (0..m)
+        .map(|j| {
+            (0..m)
+                .map(|k| if j == k { 0.0 } else { difference(j, k) })
+                .collect()
+        })
+        .collect()
 }
 
 /// `d[j][k]`: an upper bound of `logit_j - logit_k` of the integer network over the box, in
@@ -241,19 +241,19 @@ pub fn int_logit_differences(net: &IntNetwork, ib: &IntBounds) -> Vec<Vec<i128>>
     let bias = bias_i64(&last.bias);
     let n = last.inputs.max(1);
     let m = last.outputs;
-    let mut d = vec![vec![0i128; m]; m];
-    for j in 0..m {
-        for k in 0..m {
-            if j == k {
-                continue;
-            }
-            let mut hi = bias[j] as i128 - bias[k] as i128;
-            for (i, x) in inputs.iter().enumerate().take(n) {
-                let w = last.weights[j * n + i] as i128 - last.weights[k * n + i] as i128;
-                hi += (w * x.lo as i128).max(w * x.hi as i128);
-            }
-            d[j][k] = hi;
+    let difference = |j: usize, k: usize| {
+        let mut hi = bias[j] as i128 - bias[k] as i128;
+        for (i, x) in inputs.iter().enumerate().take(n) {
+            let w = last.weights[j * n + i] as i128 - last.weights[k * n + i] as i128;
+            hi += (w * x.lo as i128).max(w * x.hi as i128);
         }
-    }
-    d
+        hi
+    };
+    (0..m)
+        .map(|j| {
+            (0..m)
+                .map(|k| if j == k { 0 } else { difference(j, k) })
+                .collect()
+        })
+        .collect()
 }
