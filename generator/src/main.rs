@@ -78,21 +78,10 @@ enum Command {
         /// Clip the boxes around --points to this input domain: LO,HI.
         #[arg(long, value_delimiter = ',', allow_negative_numbers = true)]
         domain: Option<Vec<f64>>,
-        /// Classes are the smallest score (advisory networks such as ACAS Xu).
-        #[arg(long)]
-        argmin: bool,
         #[command(flatten)]
         quant: BitsArgs,
-        /// Seconds allowed per box.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
-        /// Boxes verified in parallel (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// integer: the runtime's integer network (the product); paper: the CEG4N artifact's
-        /// fake quantization (rounded weights, float activations), for comparison.
-        #[arg(long, value_enum, default_value_t = Semantics::Integer)]
-        semantics: Semantics,
+        #[command(flatten)]
+        solve: SolveArgs,
         /// Print JSON (keys: boxes [id, status, seconds, counterexample], summary).
         #[arg(long)]
         json: bool,
@@ -122,22 +111,55 @@ enum BenchCommand {
         /// Input fixed-point width in bits (integer semantics).
         #[arg(long, default_value_t = DEFAULT_INPUT_BITS)]
         input_bits: u32,
-        /// Seconds allowed per box.
-        #[arg(long, default_value_t = 60.0)]
-        timeout: f64,
-        /// Boxes verified in parallel (default: the number of cores).
-        #[arg(long)]
-        jobs: Option<usize>,
-        /// integer (the product) or paper (the artifact's fake quantization).
-        #[arg(long, value_enum, default_value_t = Semantics::Integer)]
-        semantics: Semantics,
-        /// Classes are the smallest score (ACAS Xu).
-        #[arg(long)]
-        argmin: bool,
+        #[command(flatten)]
+        solve: SolveArgs,
         /// Print JSON (a list of per-network rows).
         #[arg(long)]
         json: bool,
     },
+}
+
+/// How boxes are decided, shared by `verify` and `bench verify`.
+#[derive(clap::Args)]
+struct SolveArgs {
+    /// Seconds allowed per box.
+    #[arg(long, default_value_t = 60.0)]
+    timeout: f64,
+    /// Boxes verified in parallel (default: the number of cores).
+    #[arg(long)]
+    jobs: Option<usize>,
+    /// integer: the runtime's integer network (the product); paper: the CEG4N artifact's fake
+    /// quantization (rounded weights, float activations), for comparison.
+    #[arg(long, value_enum, default_value_t = Semantics::Integer)]
+    semantics: Semantics,
+    /// Classes are the smallest score (advisory networks such as ACAS Xu).
+    #[arg(long)]
+    argmin: bool,
+}
+
+impl SolveArgs {
+    fn options(&self) -> Result<ceg4n::verify::VerifyOptions> {
+        if !(self.timeout.is_finite() && self.timeout > 0.0) {
+            bail!(
+                "--timeout {} must be a positive number of seconds",
+                self.timeout
+            );
+        }
+        Ok(ceg4n::verify::VerifyOptions {
+            decision: if self.argmin {
+                Decision::ArgMin
+            } else {
+                Decision::ArgMax
+            },
+            timeout: std::time::Duration::from_secs_f64(self.timeout),
+            ..Default::default()
+        })
+    }
+
+    fn jobs(&self) -> usize {
+        self.jobs
+            .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
 }
 
 /// What the float network is compared with.
@@ -219,27 +241,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bits,
             act_bits,
             input_bits,
-            timeout,
-            jobs,
-            semantics,
-            argmin,
+            solve,
             json,
         }) => {
             let settings = ceg4n::bench::VerifyBench {
                 weight_bits: bits,
                 act_bits,
                 input_bits,
-                paper: semantics == Semantics::Paper,
-                options: ceg4n::verify::VerifyOptions {
-                    decision: if argmin {
-                        Decision::ArgMin
-                    } else {
-                        Decision::ArgMax
-                    },
-                    timeout: positive_seconds(timeout)?,
-                    ..Default::default()
-                },
-                jobs: jobs.unwrap_or_else(default_jobs),
+                paper: solve.semantics == Semantics::Paper,
+                options: solve.options()?,
+                jobs: solve.jobs(),
             };
             bench_verify(&suite, &only, &settings, json)
         }
@@ -249,11 +260,8 @@ fn run(cli: Cli) -> Result<ExitCode> {
             points,
             radius,
             domain,
-            argmin,
             quant,
-            timeout,
-            jobs,
-            semantics,
+            solve,
             json,
         } => {
             let boxes = BoxSource {
@@ -262,14 +270,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 radius,
                 domain,
             };
-            let decision = if argmin {
-                Decision::ArgMin
-            } else {
-                Decision::ArgMax
-            };
-            return verify_command(
-                &model, &boxes, &quant, timeout, jobs, semantics, decision, json,
-            );
+            return verify_command(&model, &boxes, &quant, &solve, json);
         }
     }
     .map(|()| ExitCode::SUCCESS)
@@ -511,18 +512,14 @@ impl BoxSource {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn verify_command(
     model: &std::path::Path,
     boxes: &BoxSource,
     quant: &BitsArgs,
-    timeout: f64,
-    jobs: Option<usize>,
-    semantics: Semantics,
-    decision: Decision,
+    solve: &SolveArgs,
     as_json: bool,
 ) -> Result<ExitCode> {
-    use ceg4n::verify::{verify_boxes, Quantized, Status, VerifyOptions};
+    use ceg4n::verify::{verify_boxes, Quantized, Status};
     let net = import_path(model)?;
     let props = boxes.load(net.input_len())?;
     let config = match quant.config(&net)? {
@@ -539,16 +536,12 @@ fn verify_command(
 
     let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
     let paper_net = ceg4n::quantize::paper_fake_quantize(&net, &config.weight_bits);
-    let quantized = match semantics {
+    let quantized = match solve.semantics {
         Semantics::Integer => Quantized::Integer(&int_net),
         Semantics::Paper => Quantized::Paper(&paper_net),
     };
     let reference = ceg4n::tract_reference::TractReference::load(model, &net).ok();
-    let options = VerifyOptions {
-        decision,
-        timeout: positive_seconds(timeout)?,
-        ..VerifyOptions::default()
-    };
+    let options = solve.options()?;
     let start = std::time::Instant::now();
     let verdicts = verify_boxes(
         &net,
@@ -556,7 +549,7 @@ fn verify_command(
         reference.as_ref(),
         &props,
         &options,
-        jobs.unwrap_or_else(default_jobs),
+        solve.jobs(),
     );
     let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
     let (proved, ces, unknown) = (
@@ -610,18 +603,6 @@ fn verify_command(
     } else {
         ExitCode::from(1)
     })
-}
-
-/// One worker per core.
-fn default_jobs() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
-
-fn positive_seconds(timeout: f64) -> Result<std::time::Duration> {
-    if !(timeout.is_finite() && timeout > 0.0) {
-        bail!("--timeout {timeout} must be a positive number of seconds");
-    }
-    Ok(std::time::Duration::from_secs_f64(timeout))
 }
 
 fn bench_verify(
