@@ -135,6 +135,10 @@ struct SolveArgs {
     /// Classes are the smallest score (advisory networks such as ACAS Xu).
     #[arg(long)]
     argmin: bool,
+    /// Prove epsilon-equivalence instead of top-1: every dequantized logit within E of the
+    /// float one.
+    #[arg(long)]
+    epsilon: Option<f64>,
 }
 
 impl SolveArgs {

@@ -326,3 +326,75 @@ fn paper_semantics_compares_with_the_fake_quantized_float_network() {
         "2-bit fake quantization gave no counterexample"
     );
 }
+
+#[test]
+fn epsilon_equivalence_is_proved_or_refuted_with_replayed_deviations() {
+    use ceg4n::verify::Equivalence;
+    let net = import_path(&model_file("iris_mlp.onnx")).unwrap();
+    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
+    let config = QuantConfig::for_network(&net, &[8], &[8], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let quantized = Quantized::Integer(&int_net);
+    let mut rng = rng(11);
+    for (eps, expect_proof) in [(2.0, true), (1e-4, false)] {
+        let options = VerifyOptions {
+            equivalence: Equivalence::Epsilon(eps),
+            ..VerifyOptions::default()
+        };
+        let verdicts: Vec<_> = props
+            .iter()
+            .map(|p| verify_box(&net, quantized, None, p, &options))
+            .collect();
+        for (p, v) in props.iter().zip(&verdicts) {
+            assert_ne!(
+                v.status,
+                Status::Unknown,
+                "eps {eps} box {}: {:?}",
+                p.id,
+                v.reason
+            );
+            match &v.counterexample {
+                Some(ce) => {
+                    assert!(
+                        ce.reproduces_in_f32 && ce.max_abs_diff > eps,
+                        "eps {eps}: {ce:?}"
+                    );
+                }
+                None => {
+                    for _ in 0..2000 {
+                        let x: Vec<f64> = (0..p.lower.len())
+                            .map(|i| p.lower[i] + (p.upper[i] - p.lower[i]) * rng.random::<f64>())
+                            .collect();
+                        let worst = net
+                            .logits(&x)
+                            .iter()
+                            .zip(int_net.dequantized_logits(&x))
+                            .map(|(a, b)| (a - b).abs())
+                            .fold(0.0, f64::max);
+                        assert!(
+                            worst <= eps,
+                            "eps {eps} box {} proved, yet deviation {worst}",
+                            p.id
+                        );
+                    }
+                }
+            }
+        }
+        let proved = verdicts
+            .iter()
+            .filter(|v| v.status == Status::Proved)
+            .count();
+        if expect_proof {
+            assert_eq!(
+                proved,
+                verdicts.len(),
+                "a loose epsilon must be proved everywhere"
+            );
+        } else {
+            assert_eq!(
+                proved, 0,
+                "an epsilon below the quantization step must be refuted"
+            );
+        }
+    }
+}

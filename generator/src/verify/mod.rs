@@ -51,6 +51,8 @@ pub struct Counterexample {
     pub quantized_logits: QuantizedLogits,
     /// Integer class.
     pub quantized_class: usize,
+    /// Largest |float logit - dequantized quantized logit|.
+    pub max_abs_diff: f64,
     /// Whether the disagreement holds at the f32 input (f64 model, tract when available).
     /// `false`: the solver's exact witness lies so close to a decision boundary that rounding
     /// it to f32 loses the disagreement; the property is still false in exact arithmetic.
@@ -117,9 +119,22 @@ impl Decision {
     }
 }
 
+/// What "equivalent" means on a box.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Equivalence {
+    /// Both networks pick the same class (top-1).
+    #[default]
+    Top1,
+    /// Every logit of the dequantized network is within `eps` of the float one (L-inf).
+    Epsilon(f64),
+}
+
 /// Options of a verification run.
 #[derive(Clone, Debug)]
 pub struct VerifyOptions {
+    /// The property proved on every box.
+    pub equivalence: Equivalence,
     /// How classes are read off the logits.
     pub decision: Decision,
     /// Time limit per box.
@@ -131,6 +146,7 @@ pub struct VerifyOptions {
 impl Default for VerifyOptions {
     fn default() -> Self {
         VerifyOptions {
+            equivalence: Equivalence::Top1,
             decision: Decision::ArgMax,
             timeout: Duration::from_secs(60),
             samples: 256,
@@ -156,12 +172,11 @@ pub fn verify_box(
         reason,
     };
     let (lower, upper) = (&prop.lower, &prop.upper);
-    let decision = options.decision;
 
     // 1. Sampling: the centre, corners and random points.
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
     let points = prop.sample_points(10, 64, options.samples, &mut rng);
-    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points, decision) {
+    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points, options) {
         return verdict(Status::Counterexample, 0, Some(ce), None);
     }
 
@@ -181,6 +196,81 @@ pub fn verify_box(
         Outcome::Counterexample(ce) => verdict(Status::Counterexample, queries, Some(ce), None),
         Outcome::Unknown(reason) => verdict(Status::Unknown, queries, None, Some(reason)),
     }
+}
+
+/// One solver question about a box.
+#[derive(Clone, Copy, Debug)]
+enum Query {
+    /// Can the float network pick `float` while the quantized one prefers `rival` over it?
+    Pair { float: usize, rival: usize },
+    /// Can dequantized output `output` exceed the float one by more than eps (`above`), or
+    /// fall short of it by more than eps?
+    Deviation {
+        output: usize,
+        above: bool,
+        eps: f64,
+    },
+}
+
+/// The (float class, rival class) pairs the bounds do not exclude.
+fn class_pair_queries(
+    net: &Network,
+    quantized: Quantized,
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+    decision: Decision,
+) -> Vec<Query> {
+    // d[j][k] bounds (oriented) logit_j - logit_k from above.
+    let float_diff = decision.orient_differences(float_logit_differences(net, fb));
+    let (quant_diff, integral) = quantized.logit_differences(lower, upper);
+    let quant_diff = decision.orient_differences(quant_diff);
+    let classes = float_diff.len();
+    // The float network can pick k only if k can reach every other logit.
+    let float_possible =
+        (0..classes).filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0));
+    let mut queries = Vec::new();
+    for k in float_possible {
+        for j in (0..classes).filter(|j| *j != k) {
+            // The quantized network can prefer j over k only if its bounds allow it.
+            let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
+            if quant_diff[j][k] >= gap_needed {
+                queries.push(Query::Pair { float: k, rival: j });
+            }
+        }
+    }
+    queries
+}
+
+/// The (output, direction) deviations the interval bounds do not exclude.
+fn deviation_queries(
+    quantized: Quantized,
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+    eps: f64,
+) -> Vec<Query> {
+    let float = fb.pre.last().cloned().unwrap_or_default();
+    let dequantized = quantized.dequantized_bounds(lower, upper);
+    let mut queries = Vec::new();
+    for (output, (f, q)) in float.iter().zip(&dequantized).enumerate() {
+        // float - dequantized lies in [f.lo - q.hi, f.hi - q.lo].
+        if f.hi - q.lo > eps {
+            queries.push(Query::Deviation {
+                output,
+                above: false,
+                eps,
+            });
+        }
+        if q.hi - f.lo > eps {
+            queries.push(Query::Deviation {
+                output,
+                above: true,
+                eps,
+            });
+        }
+    }
+    queries
 }
 
 /// How deep a hard box is bisected (at most 2^depth sub-boxes).
@@ -221,32 +311,17 @@ impl Region<'_> {
                 lower,
                 upper,
                 &[centre],
-                decision,
+                self.options,
             ) {
                 return Outcome::Counterexample(ce);
             }
         }
         let fb = float_bounds(net, lower, upper);
-        // d[j][k] bounds (oriented) logit_j - logit_k from above.
-        let float_diff = decision.orient_differences(float_logit_differences(net, &fb));
-        let (quant_diff, integral) = quantized.logit_differences(lower, upper);
-        let quant_diff = decision.orient_differences(quant_diff);
-        let classes = float_diff.len();
-        // The float network can pick k only if k can reach every other logit.
-        let float_possible: Vec<usize> = (0..classes)
-            .filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0))
-            .collect();
-        let mut pairs = Vec::new();
-        for &k in &float_possible {
-            for j in (0..classes).filter(|j| *j != k) {
-                // The quantized network can prefer j over k only if its bounds allow it.
-                let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
-                if quant_diff[j][k] >= gap_needed {
-                    pairs.push((k, j));
-                }
-            }
-        }
-        if pairs.is_empty() {
+        let queries = match self.options.equivalence {
+            Equivalence::Top1 => class_pair_queries(net, quantized, &fb, lower, upper, decision),
+            Equivalence::Epsilon(eps) => deviation_queries(quantized, &fb, lower, upper, eps),
+        };
+        if queries.is_empty() {
             return Outcome::Proved;
         }
 
@@ -263,13 +338,20 @@ impl Region<'_> {
             }
         };
         let relaxed_only = !quantized.has_relaxation();
-        let mut relaxed =
-            PairSolver::new(net, quantized, lower, upper, &fb, relaxed_only, decision);
+        let mut relaxed = PairSolver::new(
+            net,
+            quantized,
+            lower,
+            upper,
+            &fb,
+            relaxed_only,
+            self.options,
+        );
         let mut exact: Option<PairSolver> = None;
-        for (k, j) in pairs {
+        for query in queries {
             self.queries.set(self.queries.get() + 1);
             let t = Instant::now();
-            let answer = relaxed.check(k, j, slice());
+            let answer = relaxed.check(query, slice());
             if std::env::var_os("CEG4N_DEBUG").is_some() {
                 let what = match &answer {
                     Answer::Unsat => "unsat",
@@ -277,7 +359,7 @@ impl Region<'_> {
                     Answer::Unknown(_) => "unknown",
                 };
                 eprintln!(
-                    "box {} depth {depth} pair ({k},{j}) relaxed {what} in {:.3}s",
+                    "box {} depth {depth} {query:?} relaxed {what} in {:.3}s",
                     self.id,
                     t.elapsed().as_secs_f64()
                 );
@@ -288,23 +370,23 @@ impl Region<'_> {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", decision);
-                    if ce.float_class != ce.quantized_class || relaxed_only {
+                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
+                    if ce.reproduces_in_f32 || relaxed_only {
                         return Outcome::Counterexample(ce);
                     }
                 }
             }
             let exact = exact.get_or_insert_with(|| {
-                PairSolver::new(net, quantized, lower, upper, &fb, true, decision)
+                PairSolver::new(net, quantized, lower, upper, &fb, true, self.options)
             });
             self.queries.set(self.queries.get() + 1);
-            match exact.check(k, j, slice()) {
+            match exact.check(query, slice()) {
                 Answer::Unsat => {}
                 Answer::Unknown(reason) => {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", decision);
+                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
                     return Outcome::Counterexample(ce);
                 }
             }
@@ -382,6 +464,10 @@ struct PairSolver<'a> {
     x: Vec<z3::ast::Real>,
     float_logits: Vec<z3::ast::Real>,
     quantized_logits: Vec<z3::ast::Real>,
+    /// The dequantized quantized logits, for epsilon queries (not oriented).
+    dequantized: Vec<z3::ast::Real>,
+    /// The float logits, not oriented.
+    float_raw: Vec<z3::ast::Real>,
     quantized: Quantized<'a>,
     lower: &'a [f64],
     upper: &'a [f64],
@@ -396,25 +482,36 @@ impl<'a> PairSolver<'a> {
         upper: &'a [f64],
         fb: &bounds::FloatBounds,
         exact: bool,
-        decision: Decision,
+        options: &VerifyOptions,
     ) -> Self {
+        let decision = options.decision;
         let solver = Solver::new();
         let x = input_vars(&solver, lower, upper);
-        let float_logits = decision.orient(encode_float(&solver, net, &x, fb, ""));
-        let quantized_logits = decision.orient(quantized.encode(&solver, &x, lower, upper, exact));
+        let float_raw = encode_float(&solver, net, &x, fb, "");
+        let quantized_raw = quantized.encode(&solver, &x, lower, upper, exact);
+        let dequantized = quantized
+            .dequantization_scales()
+            .iter()
+            .zip(&quantized_raw)
+            .map(|(s, q)| q * encode::real_of_f64(*s))
+            .collect();
+        let float_logits = decision.orient(float_raw.clone());
+        let quantized_logits = decision.orient(quantized_raw);
         PairSolver {
             solver,
             x,
             float_logits,
             quantized_logits,
+            dequantized,
+            float_raw,
             quantized,
             lower,
             upper,
         }
     }
 
-    /// Does some input make the float network pick `k` while the quantized one prefers `j`?
-    fn check(&mut self, k: usize, j: usize, deadline: Instant) -> Answer {
+    /// Is there an input in the box that answers `query` with yes?
+    fn check(&mut self, query: Query, deadline: Instant) -> Answer {
         let remaining = deadline.saturating_duration_since(Instant::now());
         if remaining.is_zero() {
             return Answer::Unknown("time-out".into());
@@ -426,9 +523,21 @@ impl<'a> PairSolver<'a> {
         );
         self.solver.set_params(&params);
         self.solver.push();
-        self.solver.assert(float_picks(&self.float_logits, k));
-        self.solver
-            .assert(self.quantized.prefers(&self.quantized_logits, j, k));
+        match query {
+            Query::Pair { float, rival } => {
+                self.solver.assert(float_picks(&self.float_logits, float));
+                self.solver
+                    .assert(self.quantized.prefers(&self.quantized_logits, rival, float));
+            }
+            Query::Deviation { output, above, eps } => {
+                let gap = if above {
+                    &self.dequantized[output] - &self.float_raw[output]
+                } else {
+                    &self.float_raw[output] - &self.dequantized[output]
+                };
+                self.solver.assert(gap.gt(encode::real_of_f64(eps)));
+            }
+        }
         let answer = match self.solver.check() {
             SatResult::Unsat => Answer::Unsat,
             SatResult::Sat => {
@@ -479,8 +588,9 @@ fn falsify(
     lower: &[f64],
     upper: &[f64],
     points: &[Vec<f64>],
-    decision: Decision,
+    options: &VerifyOptions,
 ) -> Option<Counterexample> {
+    let decision = options.decision;
     let float_class = |x: &[f64]| decision.pick(&net.logits(x));
     let to_f32_box = |p: &[f64]| -> Vec<f64> {
         p.iter()
@@ -507,16 +617,14 @@ fn falsify(
         {
             return None;
         }
-        if float_class(&p32) != quantized.classify(&p32, decision) {
-            let ce = replay(net, quantized, reference, &p32, "sampling", decision);
-            if ce.reproduces_in_f32 {
-                return Some(ce);
-            }
-        }
-        None
+        let ce = replay(net, quantized, reference, &p32, "sampling", options);
+        ce.reproduces_in_f32.then_some(ce)
     };
     if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
         return Some(ce);
+    }
+    if options.equivalence != Equivalence::Top1 {
+        return None;
     }
     let classes: Vec<usize> = points.iter().map(|p| float_class(p)).collect();
     let anchor = 0;
@@ -565,20 +673,37 @@ pub fn replay(
     reference: Option<&TractReference>,
     x: &[f64],
     found_by: &'static str,
-    decision: Decision,
+    options: &VerifyOptions,
 ) -> Counterexample {
+    let decision = options.decision;
     let input: Vec<f32> = x.iter().map(|v| *v as f32).collect();
     let x32: Vec<f64> = input.iter().map(|v| *v as f64).collect();
     let float_logits = net.logits(&x32);
     let float_class = decision.pick(&float_logits);
     let quantized_logits = quantized.logits(&x32);
     let quantized_class = quantized_logits.class(decision);
+    let dequantized = quantized.dequantized(&quantized_logits);
+    let deviation = |reference: &[f64]| {
+        reference
+            .iter()
+            .zip(&dequantized)
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    let max_abs_diff = deviation(&float_logits);
     let tract_logits = reference.and_then(|r| r.logits(&input).ok());
-    let tract_disagrees = tract_logits
-        .as_ref()
-        .is_none_or(|t| decision.pick(t) != quantized_class);
+    // The violation must hold for the f64 model and, when available, for tract's f32 run.
+    let violated = |logits: &[f64]| match options.equivalence {
+        Equivalence::Top1 => decision.pick(logits) != quantized_class,
+        Equivalence::Epsilon(eps) => deviation(logits) > eps,
+    };
+    let tract_agrees = tract_logits.as_ref().is_none_or(|t| {
+        let t: Vec<f64> = t.iter().map(|v| *v as f64).collect();
+        violated(&t)
+    });
     Counterexample {
-        reproduces_in_f32: float_class != quantized_class && tract_disagrees,
+        reproduces_in_f32: violated(&float_logits) && tract_agrees,
+        max_abs_diff,
         input,
         float_logits,
         float_class,

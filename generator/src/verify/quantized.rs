@@ -5,7 +5,9 @@ use serde::Serialize;
 use z3::ast::{Bool, Real};
 use z3::Solver;
 
-use super::bounds::{float_bounds, float_logit_differences, int_bounds, int_logit_differences};
+use super::bounds::{
+    float_bounds, float_logit_differences, int_bounds, int_logit_differences, Interval,
+};
 use super::encode::{encode_float, encode_int, int_prefers, real_prefers};
 use super::Decision;
 use crate::int_model::IntNetwork;
@@ -86,6 +88,55 @@ impl Quantized<'_> {
         match self {
             Quantized::Integer(n) => encode_int(solver, n, x, &int_bounds(n, lower, upper), exact),
             Quantized::Paper(n) => encode_float(solver, n, x, &float_bounds(n, lower, upper), "p"),
+        }
+    }
+
+    /// The real value of one step of each logit (1 for real-valued logits).
+    pub fn dequantization_scales(&self) -> Vec<f64> {
+        match self {
+            Quantized::Integer(n) => n
+                .layers
+                .last()
+                .map(|l| l.acc_scale.clone())
+                .unwrap_or_default(),
+            Quantized::Paper(n) => vec![1.0; n.output_len()],
+        }
+    }
+
+    /// The logits as real numbers.
+    pub fn dequantized(&self, logits: &QuantizedLogits) -> Vec<f64> {
+        match logits {
+            QuantizedLogits::Integer(v) => v
+                .iter()
+                .zip(self.dequantization_scales())
+                .map(|(q, s)| *q as f64 * s)
+                .collect(),
+            QuantizedLogits::Real(v) => v.clone(),
+        }
+    }
+
+    /// Sound bounds of the dequantized logits over the box.
+    pub fn dequantized_bounds(&self, lower: &[f64], upper: &[f64]) -> Vec<Interval<f64>> {
+        match self {
+            Quantized::Integer(n) => {
+                let acc = int_bounds(n, lower, upper)
+                    .acc
+                    .last()
+                    .cloned()
+                    .unwrap_or_default();
+                acc.iter()
+                    .zip(self.dequantization_scales())
+                    .map(|(i, s)| Interval {
+                        lo: i.lo as f64 * s,
+                        hi: i.hi as f64 * s,
+                    })
+                    .collect()
+            }
+            Quantized::Paper(n) => float_bounds(n, lower, upper)
+                .pre
+                .last()
+                .cloned()
+                .unwrap_or_default(),
         }
     }
 
