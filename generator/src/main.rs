@@ -137,7 +137,7 @@ struct SolveArgs {
     argmin: bool,
     /// Prove epsilon-equivalence instead of top-1: every dequantized logit within E of the
     /// float one.
-    #[arg(long)]
+    #[arg(long, allow_negative_numbers = true)]
     epsilon: Option<f64>,
 }
 
@@ -149,7 +149,13 @@ impl SolveArgs {
                 self.timeout
             );
         }
+        let equivalence = match self.epsilon {
+            None => ceg4n::verify::Equivalence::Top1,
+            Some(e) if e.is_finite() && e >= 0.0 => ceg4n::verify::Equivalence::Epsilon(e),
+            Some(e) => bail!("--epsilon {e} must be a non-negative number"),
+        };
         Ok(ceg4n::verify::VerifyOptions {
+            equivalence,
             decision: if self.argmin {
                 Decision::ArgMin
             } else {

@@ -247,3 +247,49 @@ fn verify_exits_zero_only_when_every_box_is_proved() {
         "--timeout 0 must be a positive number of seconds",
     );
 }
+
+#[test]
+fn verify_epsilon_is_honoured() {
+    let model = model_file("iris_mlp.onnx");
+    let props = model_file("iris_props.json");
+    let loose = ceg4n(&[
+        "verify",
+        path(&model),
+        "--props",
+        path(&props),
+        "--bits",
+        "8",
+        "--epsilon",
+        "2",
+        "--json",
+    ]);
+    assert_eq!(loose.code, 0, "{}{}", loose.stdout, loose.stderr);
+    let tight = ceg4n(&[
+        "verify",
+        path(&model),
+        "--props",
+        path(&props),
+        "--bits",
+        "8",
+        "--epsilon",
+        "1e-5",
+        "--json",
+    ]);
+    assert_eq!(tight.code, 1, "{}", tight.stderr);
+    let v: serde_json::Value = serde_json::from_str(&tight.stdout).unwrap();
+    for b in v["boxes"].as_array().unwrap() {
+        assert_eq!(b["status"], "counterexample");
+        assert!(b["counterexample"]["max_abs_diff"].as_f64().unwrap() > 1e-5);
+    }
+    assert_one_line_error(
+        &ceg4n(&[
+            "verify",
+            path(&model),
+            "--props",
+            path(&props),
+            "--epsilon",
+            "-1",
+        ]),
+        "--epsilon -1 must be a non-negative number",
+    );
+}

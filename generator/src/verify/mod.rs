@@ -374,6 +374,19 @@ impl Region<'_> {
                     if ce.reproduces_in_f32 || relaxed_only {
                         return Outcome::Counterexample(ce);
                     }
+                    // The relaxed witness is spurious, but real disagreements often lie near
+                    // it: search there before the (slow) exact encoding.
+                    if let Some(ce) = attack(
+                        net,
+                        quantized,
+                        self.reference,
+                        lower,
+                        upper,
+                        &x,
+                        self.options,
+                    ) {
+                        return Outcome::Counterexample(ce);
+                    }
                 }
             }
             let exact = exact.get_or_insert_with(|| {
@@ -658,6 +671,90 @@ fn falsify(
                 }
             }
             delta *= 1.5;
+        }
+    }
+    None
+}
+
+/// Steps of the local search in [`attack`].
+const ATTACK_STEPS: usize = 400;
+
+/// A gradient-free local search from `start` that pushes the quantized network's margin for
+/// the float class (or, under epsilon-equivalence, the deviation) towards a violation: random
+/// moves inside the box, kept when they do not worsen the objective, shrinking on failure.
+fn attack(
+    net: &Network,
+    quantized: Quantized,
+    reference: Option<&TractReference>,
+    lower: &[f64],
+    upper: &[f64],
+    start: &[f64],
+    options: &VerifyOptions,
+) -> Option<Counterexample> {
+    use rand::Rng;
+    let decision = options.decision;
+    // Lower is closer to a violation; a violation scores below zero.
+    let objective = |x: &[f64]| -> f64 {
+        let f = net.logits(x);
+        let q = quantized.logits(x);
+        let dq = quantized.dequantized(&q);
+        match options.equivalence {
+            Equivalence::Epsilon(eps) => {
+                eps - f
+                    .iter()
+                    .zip(&dq)
+                    .map(|(a, b)| (a - b).abs())
+                    .fold(0.0, f64::max)
+            }
+            Equivalence::Top1 => {
+                let k = decision.pick(&f);
+                let sign = if decision == Decision::ArgMax {
+                    1.0
+                } else {
+                    -1.0
+                };
+                let rival = (0..dq.len())
+                    .filter(|j| *j != k)
+                    .map(|j| sign * (dq[k] - dq[j]))
+                    .fold(f64::INFINITY, f64::min);
+                if q.class(decision) != k {
+                    -1.0
+                } else {
+                    rival
+                }
+            }
+        }
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA77AC);
+    let clamp = |x: Vec<f64>| -> Vec<f64> {
+        x.iter()
+            .zip(lower)
+            .zip(upper)
+            .map(|((v, l), u)| v.max(*l).min(*u))
+            .collect()
+    };
+    let mut x = clamp(start.to_vec());
+    let mut best = objective(&x);
+    let mut step = 0.25;
+    for _ in 0..ATTACK_STEPS {
+        if best < 0.0 {
+            let ce = replay(net, quantized, reference, &x, "solver+search", options);
+            if ce.reproduces_in_f32 {
+                return Some(ce);
+            }
+        }
+        let y = clamp(
+            x.iter()
+                .zip(lower)
+                .zip(upper)
+                .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
+                .collect(),
+        );
+        let value = objective(&y);
+        if value <= best {
+            (x, best) = (y, value);
+        } else {
+            step = (step * 0.95).max(1e-6);
         }
     }
     None
