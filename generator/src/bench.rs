@@ -21,6 +21,10 @@ pub struct VerifyBench {
     pub act_bits: Vec<u32>,
     /// Input bits (integer semantics).
     pub input_bits: u32,
+    /// Per-channel weight scales for hidden layers (integer semantics).
+    pub per_channel: bool,
+    /// One input format for all features (integer semantics).
+    pub uniform_input: bool,
     /// Compare with the artifact's fake quantization instead of the integer network.
     pub paper: bool,
     /// Per-box options.
@@ -92,8 +96,14 @@ impl VerifyBench {
             },
             (None, false) => vec![8],
         };
-        let config =
-            QuantConfig::for_network(&net, &bits, &self.act_bits, self.input_bits, false, false)?;
+        let config = QuantConfig::for_network(
+            &net,
+            &bits,
+            &self.act_bits,
+            self.input_bits,
+            self.per_channel,
+            self.uniform_input,
+        )?;
         let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
         let paper_net = paper_fake_quantize(&net, &config.weight_bits);
         let quantized = if self.paper {

@@ -102,15 +102,9 @@ enum BenchCommand {
         /// Only networks whose name contains one of these (comma-separated).
         #[arg(long, value_delimiter = ',')]
         only: Vec<String>,
-        /// Weight bits (one value or per layer); paper semantics defaults to the artifact's bits.
-        #[arg(long, value_delimiter = ',')]
-        bits: Option<Vec<u32>>,
-        /// Activation bits of hidden layers (integer semantics).
-        #[arg(long, value_delimiter = ',', default_value = "8")]
-        act_bits: Vec<u32>,
-        /// Input fixed-point width in bits (integer semantics).
-        #[arg(long, default_value_t = DEFAULT_INPUT_BITS)]
-        input_bits: u32,
+        /// Bit-widths (without --bits: 8, or the artifact's bits under paper semantics).
+        #[command(flatten)]
+        quant: BitsArgs,
         #[command(flatten)]
         solve: SolveArgs,
         /// Print JSON (a list of per-network rows).
@@ -248,16 +242,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Bench(BenchCommand::Verify {
             suite,
             only,
-            bits,
-            act_bits,
-            input_bits,
+            quant,
             solve,
             json,
         }) => {
             let settings = ceg4n::bench::VerifyBench {
-                weight_bits: bits,
-                act_bits,
-                input_bits,
+                weight_bits: quant.bits,
+                act_bits: quant.act_bits,
+                input_bits: quant.input_bits,
+                per_channel: quant.per_channel,
+                uniform_input: quant.uniform_input,
                 paper: solve.semantics == Semantics::Paper,
                 options: solve.options()?,
                 jobs: solve.jobs(),

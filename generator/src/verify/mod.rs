@@ -630,6 +630,10 @@ fn falsify(
         {
             return None;
         }
+        // Cheap check on the host models first; tract runs only in the replay of a hit.
+        if !violates(net, quantized, &p32, options) {
+            return None;
+        }
         let ce = replay(net, quantized, reference, &p32, "sampling", options);
         ce.reproduces_in_f32.then_some(ce)
     };
@@ -674,6 +678,19 @@ fn falsify(
         }
     }
     None
+}
+
+/// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
+fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &VerifyOptions) -> bool {
+    let float = net.logits(x);
+    let q = quantized.logits(x);
+    match options.equivalence {
+        Equivalence::Top1 => options.decision.pick(&float) != q.class(options.decision),
+        Equivalence::Epsilon(eps) => float
+            .iter()
+            .zip(quantized.dequantized(&q))
+            .any(|(a, b)| (a - b).abs() > eps),
+    }
 }
 
 /// Steps of the local search in [`attack`].
