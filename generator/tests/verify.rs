@@ -151,6 +151,21 @@ fn find_disagreement(
     None
 }
 
+/// A bundled model, its property boxes, and its integer network at `bits`/`act_bits`.
+fn quantized_model(
+    model: &str,
+    props: &str,
+    bits: u32,
+    act_bits: u32,
+) -> (Network, Vec<Property>, IntNetwork) {
+    let net = import_path(&model_file(model)).unwrap();
+    let props = load_properties(&model_file(props), net.input_len()).unwrap();
+    let config = QuantConfig::for_network(&net, &[bits], &[act_bits], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    (net, props, int_net)
+}
+
+/// [`quantized_model`] with every box verified.
 fn verify_all(
     model: &str,
     props: &str,
@@ -162,10 +177,7 @@ fn verify_all(
     Vec<Property>,
     Vec<ceg4n::verify::BoxVerdict>,
 ) {
-    let net = import_path(&model_file(model)).unwrap();
-    let props = load_properties(&model_file(props), net.input_len()).unwrap();
-    let config = QuantConfig::for_network(&net, &[bits], &[act_bits], 16, false, false).unwrap();
-    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let (net, props, int_net) = quantized_model(model, props, bits, act_bits);
     let verdicts = props
         .iter()
         .map(|p| {
@@ -245,10 +257,7 @@ fn every_counterexample_replays() {
 
 #[test]
 fn a_deliberately_broken_quantization_is_caught() {
-    let net = import_path(&model_file("iris_mlp.onnx")).unwrap();
-    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
-    let config = QuantConfig::for_network(&net, &[8], &[8], 16, false, false).unwrap();
-    let good = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let (net, props, good) = quantized_model("iris_mlp.onnx", "iris_props.json", 8, 8);
     let options = VerifyOptions {
         samples: 0,
         ..VerifyOptions::default()
@@ -330,10 +339,7 @@ fn paper_semantics_compares_with_the_fake_quantized_float_network() {
 #[test]
 fn epsilon_equivalence_is_proved_or_refuted_with_replayed_deviations() {
     use ceg4n::verify::Equivalence;
-    let net = import_path(&model_file("iris_mlp.onnx")).unwrap();
-    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
-    let config = QuantConfig::for_network(&net, &[8], &[8], 16, false, false).unwrap();
-    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let (net, props, int_net) = quantized_model("iris_mlp.onnx", "iris_props.json", 8, 8);
     let quantized = Quantized::Integer(&int_net);
     let mut rng = rng(11);
     for (eps, expect_proof) in [(2.0, true), (1e-4, false)] {
