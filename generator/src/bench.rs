@@ -7,7 +7,9 @@ use serde::Serialize;
 
 use crate::data::load_properties;
 use crate::onnx_import::import_path;
-use crate::quantize::{paper_fake_quantize, quantize, Calibration, QuantConfig};
+use crate::quantize::{
+    paper_fake_quantize, quantize, Calibration, QuantConfig, DEFAULT_WEIGHT_BITS,
+};
 use crate::suite::Suite;
 use crate::tract_reference::TractReference;
 use crate::verify::{verify_boxes, Quantized, Status, VerifyOptions};
@@ -94,7 +96,7 @@ impl VerifyBench {
                     ))
                 }
             },
-            (None, false) => vec![8],
+            (None, false) => vec![DEFAULT_WEIGHT_BITS],
         };
         let config = QuantConfig::for_network(
             &net,

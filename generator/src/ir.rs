@@ -114,6 +114,16 @@ impl InputOp {
             InputOp::Add(c) | InputOp::Sub(c) | InputOp::Mul(c) | InputOp::Div(c) => c,
         }
     }
+    /// The ONNX operator name ("Add", "Sub", "Mul", "Div").
+    pub fn name(&self) -> &'static str {
+        match self {
+            InputOp::Add(_) => "Add",
+            InputOp::Sub(_) => "Sub",
+            InputOp::Mul(_) => "Mul",
+            InputOp::Div(_) => "Div",
+        }
+    }
+
     /// Applies the operation to one feature in exact-as-possible f64 arithmetic.
     pub fn apply(&self, i: usize, x: f64) -> f64 {
         let c = self.constant()[i] as f64;

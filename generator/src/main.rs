@@ -9,9 +9,11 @@ use clap::{Parser, Subcommand};
 use serde_json::json;
 
 use ceg4n::data::DataFile;
-use ceg4n::ir::{Activation, Network};
+use ceg4n::ir::{Activation, InputOp, Network};
 use ceg4n::onnx_import::import_path;
-use ceg4n::quantize::{quantize, Calibration, QuantConfig, DEFAULT_INPUT_BITS};
+use ceg4n::quantize::{
+    quantize, Calibration, QuantConfig, DEFAULT_INPUT_BITS, DEFAULT_WEIGHT_BITS,
+};
 use ceg4n::verify::Decision;
 
 #[derive(Parser)]
@@ -298,7 +300,7 @@ fn inspect(model: &std::path::Path, as_json: bool) -> Result<()> {
         let out = json!({
             "inputs": [{"name": net.input.name, "shape": shape(&net.input.shape), "features": net.input_len()}],
             "outputs": net.outputs.iter().map(|o| json!({"name": o.name, "shape": shape(&o.shape)})).collect::<Vec<_>>(),
-            "input_ops": net.input_ops.iter().map(|op| format!("{op:?}").split('(').next().unwrap_or("").to_string()).collect::<Vec<_>>(),
+            "input_ops": net.input_ops.iter().map(InputOp::name).collect::<Vec<_>>(),
             "layers": net.layers.iter().map(|l| json!({
                 "kind": "dense", "in": l.inputs(), "out": l.outputs(), "activation": activation_name(l.activation)
             })).collect::<Vec<_>>(),
@@ -325,17 +327,7 @@ fn inspect(model: &std::path::Path, as_json: bool) -> Result<()> {
         println!("output  {} [{}]", o.name, dims(&o.shape));
     }
     if !net.input_ops.is_empty() {
-        let ops: Vec<String> = net
-            .input_ops
-            .iter()
-            .map(|op| {
-                format!("{op:?}")
-                    .split('(')
-                    .next()
-                    .unwrap_or("")
-                    .to_string()
-            })
-            .collect();
+        let ops: Vec<&str> = net.input_ops.iter().map(InputOp::name).collect();
         println!("input ops  {}", ops.join(" -> "));
     }
     for (i, l) in net.layers.iter().enumerate() {
@@ -530,7 +522,7 @@ fn verify_command(
         Some(c) => c,
         None => QuantConfig::for_network(
             &net,
-            &[8],
+            &[DEFAULT_WEIGHT_BITS],
             &quant.act_bits,
             quant.input_bits,
             quant.per_channel,

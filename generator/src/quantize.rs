@@ -32,6 +32,9 @@ pub struct QuantConfig {
 /// Random points drawn inside each box for calibration.
 pub const CALIBRATION_SAMPLES_PER_BOX: usize = 256;
 
+/// The weight width `verify` and `bench verify` use when no `--bits` is given.
+pub const DEFAULT_WEIGHT_BITS: u32 = 8;
+
 /// The default input width.
 pub const DEFAULT_INPUT_BITS: u32 = 16;
 
