@@ -7,11 +7,9 @@ use serde::Serialize;
 
 use crate::data::load_properties;
 use crate::onnx_import::import_path;
-use crate::quantize::{
-    paper_fake_quantize, quantize, Calibration, QuantConfig, DEFAULT_WEIGHT_BITS,
-};
+use crate::quantize::{QuantConfig, DEFAULT_WEIGHT_BITS};
 use crate::suite::Suite;
-use crate::tract_reference::TractReference;
+use crate::task::Task;
 use crate::verify::{verify_boxes, Quantized, Status, VerifyOptions};
 
 /// Settings of `bench verify`.
@@ -106,20 +104,20 @@ impl VerifyBench {
             self.per_channel,
             self.uniform_input,
         )?;
-        let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
-        let paper_net = paper_fake_quantize(&net, &config.weight_bits);
+        let task = Task::new(&suite.model(name), net, props);
+        let int_net = task.quantize(&config)?;
+        let paper_net = task.paper_network(&config);
         let quantized = if self.paper {
             Quantized::Paper(&paper_net)
         } else {
             Quantized::Integer(&int_net)
         };
-        let reference = TractReference::load(&suite.model(name), &net).ok();
         let start = Instant::now();
         let verdicts = verify_boxes(
-            &net,
+            &task.net,
             quantized,
-            reference.as_ref(),
-            &props,
+            task.reference.as_ref(),
+            &task.props,
             &self.options,
             self.jobs,
         );
@@ -172,4 +170,110 @@ fn skipped(name: &str, why: &str) -> VerifyRow {
         speedup_vs_artifact: None,
         skipped: Some(why.to_string()),
     }
+}
+
+/// One network refined by one strategy.
+#[derive(Clone, Debug, Serialize)]
+pub struct RefineRow {
+    /// Network name.
+    pub network: String,
+    /// `default` or `ga`.
+    pub search: String,
+    /// Weight bits found.
+    pub weight_bits: Vec<u32>,
+    /// Hidden activation bits found.
+    pub activation_bits: Vec<u32>,
+    /// Input bits found.
+    pub input_bits: u32,
+    /// `sum_l bits_l * |W_l|` of what we found.
+    pub weight_storage_bits: u64,
+    /// The same for the artifact's bits (suite README), if listed.
+    pub artifact_weight_storage_bits: Option<u64>,
+    /// `sum_l bits_l * (|W_l| + |b_l|)` of what we found.
+    pub paper_storage_bits: u64,
+    /// Every box proved at the bits found.
+    pub verified: bool,
+    /// Boxes proved at the bits found.
+    pub proved: usize,
+    /// Boxes.
+    pub boxes: usize,
+    /// Boxes left out: the float class changes inside them.
+    pub excluded: usize,
+    /// Rounds.
+    pub rounds: usize,
+    /// Boxes verified in total.
+    pub verifier_calls: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Test accuracy (float, refined, uniform baseline) when the suite has a test set.
+    pub accuracy: Option<crate::refine::Accuracy>,
+    /// Why the refinement stopped.
+    pub stop_reason: String,
+}
+
+/// Refines network `name` of the suite with `options`.
+pub fn refine_network(
+    suite: &Suite,
+    name: &str,
+    options: &crate::refine::RefineOptions,
+) -> Result<RefineRow> {
+    use crate::refine::{accuracy, refine, Search, Silent, Storage};
+    let net = import_path(&suite.model(name))?;
+    let props = load_properties(&suite.properties(name), net.input_len())?;
+    let test = suite
+        .test_set(name)
+        .map(|p| crate::data::Dataset::load_csv(&p, net.input_len()))
+        .transpose()?;
+    let task = Task::new(&suite.model(name), net, props);
+    let artifact_weight_storage_bits = suite.artifact.get(name).and_then(|a| {
+        let bits = a.bits.as_ref()?;
+        (bits.len() == task.net.layers.len()).then(|| {
+            task.net
+                .layers
+                .iter()
+                .zip(bits)
+                .map(|(l, b)| *b as u64 * l.weights.len() as u64)
+                .sum()
+        })
+    });
+    let refinement = refine(&task, options, &Silent)?;
+    let config = refinement.config.clone();
+    let storage = config.as_ref().map(|c| Storage::of(&task.net, c));
+    let accuracy = match (&test, &config) {
+        (Some(t), Some(c)) => Some(accuracy(&task, c, t)?),
+        _ => None,
+    };
+    Ok(RefineRow {
+        network: name.to_string(),
+        search: match options.search {
+            Search::Descent => "default",
+            Search::Genetic => "ga",
+        }
+        .into(),
+        weight_bits: config
+            .as_ref()
+            .map(|c| c.weight_bits.clone())
+            .unwrap_or_default(),
+        activation_bits: config
+            .as_ref()
+            .map(|c| c.act_bits.clone())
+            .unwrap_or_default(),
+        input_bits: config.as_ref().map_or(0, |c| c.input_bits),
+        weight_storage_bits: storage.map_or(0, |s| s.weight_storage_bits),
+        artifact_weight_storage_bits,
+        paper_storage_bits: storage.map_or(0, |s| s.paper_storage_bits),
+        verified: refinement.verified,
+        proved: refinement
+            .boxes
+            .iter()
+            .filter(|b| b.status == Status::Proved)
+            .count(),
+        boxes: task.props.len(),
+        excluded: refinement.excluded.len(),
+        rounds: refinement.rounds.len(),
+        verifier_calls: refinement.verifier_calls,
+        seconds: refinement.seconds,
+        accuracy,
+        stop_reason: refinement.stop_reason,
+    })
 }

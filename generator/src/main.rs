@@ -58,6 +58,29 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Find the smallest per-layer bit-widths whose integer network is proved to pick the
+    /// float network's class on every box (CEG4N); writes DIR/report.json.
+    #[command(
+        after_help = "Exit status: 0 every box proved at the reported bits, 1 not within the budget, 2 bad input.\n\nExample:\n  ceg4n refine models/iris_mlp.onnx --props models/iris_props.json --data models/iris_test.csv --out out/iris"
+    )]
+    Refine {
+        /// The ONNX model.
+        model: PathBuf,
+        /// A CEG4N property file (boxes).
+        #[arg(long)]
+        props: PathBuf,
+        #[command(flatten)]
+        refine: RefineArgs,
+        /// The report folder.
+        #[arg(long, default_value = "ceg4n-out")]
+        out: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        /// Print the report JSON on stdout.
+        #[arg(long)]
+        json: bool,
+    },
     /// Benchmarks over a suite folder laid out like the CEG4N paper's.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -90,8 +113,66 @@ enum Command {
     },
 }
 
+/// The refinement search strategy.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, clap::ValueEnum)]
+enum SearchArg {
+    /// Per-width bisection screened on counterexamples and sampled points.
+    Default,
+    /// The CEG4N artifact's (1+2) evolutionary search, for comparison.
+    Ga,
+}
+
+/// Settings of `refine` (and of the refinement inside `run`).
+#[derive(clap::Args)]
+struct RefineArgs {
+    /// A labelled CSV: report float, refined and uniform-baseline test accuracy.
+    #[arg(long)]
+    data: Option<PathBuf>,
+    /// Search strategy.
+    #[arg(long, value_enum, default_value_t = SearchArg::Default)]
+    search: SearchArg,
+    /// Seed of every random choice (same seed, same result).
+    #[arg(long, default_value_t = 0)]
+    seed: u64,
+    /// No new round starts after this many seconds.
+    #[arg(long, default_value_t = 900.0)]
+    time_limit: f64,
+    /// At most this many rounds.
+    #[arg(long, default_value_t = 50)]
+    max_rounds: usize,
+    /// Always scale hidden-layer weights per output channel (default: the search chooses).
+    #[arg(long)]
+    per_channel: bool,
+    /// One input fixed-point format for all features (default: one per feature).
+    #[arg(long)]
+    uniform_input: bool,
+    #[command(flatten)]
+    proof: ProofArgs,
+}
+
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Refine every network of a suite with each strategy; per network: bits found, weight
+    /// storage vs the artifact's bits, boxes proved, rounds, verifier calls, seconds, accuracy.
+    #[command(
+        after_help = "Example:\n  ceg4n bench refine --suite ../shared/benchmarks/ceg4n --only iris,seeds"
+    )]
+    Refine {
+        /// The suite folder (networks/, properties/, datasets/, README.md).
+        #[arg(long)]
+        suite: PathBuf,
+        /// Only networks whose name contains one of these (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        only: Vec<String>,
+        /// Strategies to run (comma-separated).
+        #[arg(long, value_enum, value_delimiter = ',', default_value = "default,ga")]
+        searches: Vec<SearchArg>,
+        #[command(flatten)]
+        refine: RefineArgs,
+        /// Print JSON (a list of per-network rows).
+        #[arg(long)]
+        json: bool,
+    },
     /// Verify every box of every network; per network: proved/counterexample/unknown, median
     /// and max seconds, and the speed-up over the paper artifact's median (suite README).
     #[command(
@@ -115,29 +196,22 @@ enum BenchCommand {
     },
 }
 
-/// How boxes are decided, shared by `verify` and `bench verify`.
+/// How each box is proved, shared by every command that verifies.
 #[derive(clap::Args)]
-struct SolveArgs {
+struct ProofArgs {
     /// Seconds allowed per box.
     #[arg(long, default_value_t = 60.0)]
     timeout: f64,
     /// Boxes verified in parallel (default: the number of cores).
     #[arg(long)]
     jobs: Option<usize>,
-    /// integer: the runtime's integer network (the product); paper: the CEG4N artifact's fake
-    /// quantization (rounded weights, float activations), for comparison.
-    #[arg(long, value_enum, default_value_t = Semantics::Integer)]
-    semantics: Semantics,
     /// Classes are the smallest score (advisory networks such as ACAS Xu).
     #[arg(long)]
     argmin: bool,
-    /// Prove epsilon-equivalence instead of top-1: every dequantized logit within E of the
-    /// float one.
-    #[arg(long, allow_negative_numbers = true)]
-    epsilon: Option<f64>,
 }
 
-impl SolveArgs {
+impl ProofArgs {
+    /// Top-1 options.
     fn options(&self) -> Result<ceg4n::verify::VerifyOptions> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             bail!(
@@ -145,13 +219,7 @@ impl SolveArgs {
                 self.timeout
             );
         }
-        let equivalence = match self.epsilon {
-            None => ceg4n::verify::Equivalence::Top1,
-            Some(e) if e.is_finite() && e >= 0.0 => ceg4n::verify::Equivalence::Epsilon(e),
-            Some(e) => bail!("--epsilon {e} must be a non-negative number"),
-        };
         Ok(ceg4n::verify::VerifyOptions {
-            equivalence,
             decision: if self.argmin {
                 Decision::ArgMin
             } else {
@@ -165,6 +233,39 @@ impl SolveArgs {
     fn jobs(&self) -> usize {
         self.jobs
             .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
+    }
+}
+
+/// How boxes are decided, shared by `verify` and `bench verify`.
+#[derive(clap::Args)]
+struct SolveArgs {
+    #[command(flatten)]
+    proof: ProofArgs,
+    /// integer: the runtime's integer network (the product); paper: the CEG4N artifact's fake
+    /// quantization (rounded weights, float activations), for comparison.
+    #[arg(long, value_enum, default_value_t = Semantics::Integer)]
+    semantics: Semantics,
+    /// Prove epsilon-equivalence instead of top-1: every dequantized logit within E of the
+    /// float one.
+    #[arg(long, allow_negative_numbers = true)]
+    epsilon: Option<f64>,
+}
+
+impl SolveArgs {
+    fn options(&self) -> Result<ceg4n::verify::VerifyOptions> {
+        let equivalence = match self.epsilon {
+            None => ceg4n::verify::Equivalence::Top1,
+            Some(e) if e.is_finite() && e >= 0.0 => ceg4n::verify::Equivalence::Epsilon(e),
+            Some(e) => bail!("--epsilon {e} must be a non-negative number"),
+        };
+        Ok(ceg4n::verify::VerifyOptions {
+            equivalence,
+            ..self.proof.options()?
+        })
+    }
+
+    fn jobs(&self) -> usize {
+        self.proof.jobs()
     }
 }
 
@@ -241,6 +342,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let config = quant.config(&net)?;
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
         }
+        Command::Bench(BenchCommand::Refine {
+            suite,
+            only,
+            searches,
+            refine,
+            json,
+        }) => bench_refine(&suite, &only, &searches, &refine, json),
         Command::Bench(BenchCommand::Verify {
             suite,
             only,
@@ -259,6 +367,28 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 jobs: solve.jobs(),
             };
             bench_verify(&suite, &only, &settings, json)
+        }
+        Command::Refine {
+            model,
+            props,
+            refine,
+            out,
+            quiet,
+            json,
+        } => {
+            let report = refine_command(&model, &props, &refine, quiet)?;
+            let path = report.write(&out)?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_refine_summary(&report);
+                println!("report: {}", path.display());
+            }
+            return Ok(if report.verified {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(1)
+            });
         }
         Command::Verify {
             model,
@@ -530,20 +660,20 @@ fn verify_command(
         )?,
     };
 
-    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props))?;
-    let paper_net = ceg4n::quantize::paper_fake_quantize(&net, &config.weight_bits);
+    let task = ceg4n::task::Task::new(model, net, props);
+    let int_net = task.quantize(&config)?;
+    let paper_net = task.paper_network(&config);
     let quantized = match solve.semantics {
         Semantics::Integer => Quantized::Integer(&int_net),
         Semantics::Paper => Quantized::Paper(&paper_net),
     };
-    let reference = ceg4n::tract_reference::TractReference::load(model, &net).ok();
     let options = solve.options()?;
     let start = std::time::Instant::now();
     let verdicts = verify_boxes(
-        &net,
+        &task.net,
         quantized,
-        reference.as_ref(),
-        &props,
+        task.reference.as_ref(),
+        &task.props,
         &options,
         solve.jobs(),
     );
@@ -608,18 +738,7 @@ fn bench_verify(
     as_json: bool,
 ) -> Result<()> {
     let suite = ceg4n::suite::Suite::load(suite_dir)?;
-    let names: Vec<&String> = suite
-        .networks
-        .iter()
-        .filter(|n| only.is_empty() || only.iter().any(|o| n.contains(o.as_str())))
-        .collect();
-    if names.is_empty() {
-        bail!(
-            "{}: no network matches --only {}",
-            suite_dir.display(),
-            only.join(",")
-        );
-    }
+    let names = selected_networks(&suite, only)?;
     if !as_json {
         println!(
             "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>11} {:>9} {:>12} {:>9}",
@@ -669,4 +788,250 @@ fn bench_verify(
         println!("{}", serde_json::to_string_pretty(&rows)?);
     }
     Ok(())
+}
+
+/// Progress of a refinement on stderr: one bar per round over its boxes.
+struct RefineProgress {
+    bar: std::sync::Mutex<Option<indicatif::ProgressBar>>,
+    quiet: bool,
+}
+
+impl ceg4n::refine::Progress for RefineProgress {
+    fn round(&self, round: usize, candidate: &QuantConfig, boxes: usize) {
+        if self.quiet {
+            return;
+        }
+        let bar = indicatif::ProgressBar::new(boxes as u64);
+        bar.set_style(
+            indicatif::ProgressStyle::with_template("{prefix} [{bar:30}] {pos}/{len} boxes {msg}")
+                .expect("a valid template")
+                .progress_chars("=> "),
+        );
+        bar.set_prefix(format!(
+            "round {round}: weights {:?} activations {:?} input {}",
+            candidate.weight_bits, candidate.act_bits, candidate.input_bits
+        ));
+        let mut slot = self.bar.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(previous) = slot.replace(bar) {
+            previous.finish();
+        }
+    }
+
+    fn proof(&self, verdict: &ceg4n::verify::BoxVerdict) {
+        if let Some(bar) = self.bar.lock().unwrap_or_else(|e| e.into_inner()).as_ref() {
+            bar.set_message(format!("(last: {} {:?})", verdict.id, verdict.status));
+            bar.inc(1);
+        }
+    }
+}
+
+/// The suite's networks whose names contain one of `only` (all when `only` is empty).
+fn selected_networks<'a>(
+    suite: &'a ceg4n::suite::Suite,
+    only: &[String],
+) -> Result<Vec<&'a String>> {
+    let names: Vec<&String> = suite
+        .networks
+        .iter()
+        .filter(|n| only.is_empty() || only.iter().any(|o| n.contains(o.as_str())))
+        .collect();
+    if names.is_empty() {
+        bail!(
+            "{}: no network matches --only {}",
+            suite.root.display(),
+            only.join(",")
+        );
+    }
+    Ok(names)
+}
+
+fn bench_refine(
+    suite_dir: &std::path::Path,
+    only: &[String],
+    searches: &[SearchArg],
+    args: &RefineArgs,
+    as_json: bool,
+) -> Result<()> {
+    let suite = ceg4n::suite::Suite::load(suite_dir)?;
+    let names = selected_networks(&suite, only)?;
+    if !as_json {
+        println!(
+            "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>20}",
+            "network",
+            "search",
+            "bits",
+            "act",
+            "in",
+            "storage",
+            "artifact",
+            "proved",
+            "rounds",
+            "calls",
+            "seconds",
+            "acc float/ours/unif"
+        );
+    }
+    let mut rows = Vec::new();
+    for name in names {
+        for search in searches {
+            let options = refine_options(args, *search)?;
+            let row = ceg4n::bench::refine_network(&suite, name, &options)?;
+            if !as_json {
+                let join = |v: &[u32]| {
+                    v.iter()
+                        .map(|b| b.to_string())
+                        .collect::<Vec<_>>()
+                        .join(",")
+                };
+                println!(
+                    "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8.2} {:>20}",
+                    row.network,
+                    row.search,
+                    join(&row.weight_bits),
+                    join(&row.activation_bits),
+                    row.input_bits,
+                    row.weight_storage_bits,
+                    row.artifact_weight_storage_bits
+                        .map_or("-".into(), |a| a.to_string()),
+                    format!(
+                        "{}+{}x/{}{}",
+                        row.proved,
+                        row.excluded,
+                        row.boxes,
+                        if row.verified { "" } else { "!" }
+                    ),
+                    row.rounds,
+                    row.verifier_calls,
+                    row.seconds,
+                    row.accuracy.map_or("-".into(), |a| format!(
+                        "{:.3}/{:.3}/{:.3}",
+                        a.float, a.quantized, a.uniform_baseline
+                    )),
+                );
+            }
+            rows.push(row);
+        }
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
+}
+
+fn refine_options(args: &RefineArgs, search: SearchArg) -> Result<ceg4n::refine::RefineOptions> {
+    if !(args.time_limit.is_finite() && args.time_limit > 0.0) {
+        bail!(
+            "--time-limit {} must be a positive number of seconds",
+            args.time_limit
+        );
+    }
+    Ok(ceg4n::refine::RefineOptions {
+        search: match search {
+            SearchArg::Default => ceg4n::refine::Search::Descent,
+            SearchArg::Ga => ceg4n::refine::Search::Genetic,
+        },
+        seed: args.seed,
+        time_limit: std::time::Duration::from_secs_f64(args.time_limit),
+        max_rounds: args.max_rounds,
+        verify: args.proof.options()?,
+        jobs: args.proof.jobs(),
+        per_channel: args.per_channel.then_some(true),
+        uniform_input: args.uniform_input,
+    })
+}
+
+fn refine_command(
+    model: &std::path::Path,
+    props_path: &std::path::Path,
+    args: &RefineArgs,
+    quiet: bool,
+) -> Result<ceg4n::report::RefineReport> {
+    use ceg4n::refine::{accuracy, refine};
+    let options = refine_options(args, args.search)?;
+    let net = import_path(model)?;
+    let props = ceg4n::data::load_properties(props_path, net.input_len())?;
+    let data = args
+        .data
+        .as_ref()
+        .map(|p| ceg4n::data::Dataset::load_csv(p, net.input_len()))
+        .transpose()?;
+    let task = ceg4n::task::Task::new(model, net, props);
+    let progress = RefineProgress {
+        bar: std::sync::Mutex::new(None),
+        quiet,
+    };
+    let refinement = refine(&task, &options, &progress)?;
+    if let Some(bar) = progress
+        .bar
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .take()
+    {
+        bar.finish_and_clear();
+    }
+    let accuracy = match (&data, &refinement.config) {
+        (Some(d), Some(c)) => Some(accuracy(&task, c, d)?),
+        _ => None,
+    };
+    ceg4n::report::RefineReport::new(
+        &task,
+        props_path,
+        options.search,
+        args.seed,
+        &options.verify,
+        &refinement,
+        accuracy,
+        (args.per_channel, args.uniform_input),
+    )
+}
+
+fn print_refine_summary(r: &ceg4n::report::RefineReport) {
+    match (&r.weight_bits, &r.activation_bits, r.input_bits) {
+        (Some(w), Some(a), Some(i)) => println!(
+            "{}: weights {w:?} bits, activations {a:?} bits, input {i} bits",
+            if r.verified {
+                "verified"
+            } else {
+                "NOT verified"
+            }
+        ),
+        _ => println!("no candidate configuration"),
+    }
+    if let (Some(storage), Some(paper)) = (r.weight_storage_bits, r.paper_storage_bits) {
+        println!(
+            "weight storage: {storage} bits (with biases at weight bits: {paper}); float32: {} bits ({:.1}x smaller)",
+            r.float32_storage_bits,
+            r.float32_storage_bits as f64 / paper.max(1) as f64
+        );
+    }
+    if !r.excluded.is_empty() {
+        let ids: Vec<&str> = r.excluded.iter().map(|e| e.id.as_str()).collect();
+        println!(
+            "excluded {} box(es) the float decision boundary crosses (no quantized network can be equivalent there): {}",
+            ids.len(),
+            ids.join(", ")
+        );
+    }
+    println!(
+        "boxes: {}/{} proved{}; {} rounds, {} verifier calls, {} counterexamples, {} candidates screened, {:.1} s ({})",
+        r.proved,
+        r.boxes.len(),
+        if r.unproved.is_empty() {
+            String::new()
+        } else {
+            format!(" (not proved: {})", r.unproved.join(", "))
+        },
+        r.rounds,
+        r.verifier_calls,
+        r.counterexamples.len(),
+        r.screened,
+        r.seconds,
+        r.stop_reason
+    );
+    if let Some(a) = &r.accuracy {
+        println!(
+            "test accuracy: float {:.4}, ceg4n {:.4}, uniform {}-bit baseline {:.4}",
+            a.float, a.quantized, a.uniform_bits, a.uniform_baseline
+        );
+    }
 }

@@ -76,6 +76,17 @@ impl Suite {
         self.root.join("networks").join(format!("{name}.onnx"))
     }
 
+    /// The labelled test set of a network's family (`datasets/<family>_test.csv`, where the
+    /// family is the name up to its first `_`), if the suite has one.
+    pub fn test_set(&self, name: &str) -> Option<PathBuf> {
+        let family = name.split('_').next()?;
+        let path = self
+            .root
+            .join("datasets")
+            .join(format!("{family}_test.csv"));
+        path.exists().then_some(path)
+    }
+
     /// The property file of a network.
     pub fn properties(&self, name: &str) -> PathBuf {
         self.root.join("properties").join(format!("{name}.json"))

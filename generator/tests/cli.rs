@@ -111,7 +111,7 @@ fn eval_on_properties_compares_logits_with_the_recorded_ones() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
-    assert_eq!(v["rows"], 12);
+    assert_eq!(v["rows"], 9);
     assert!(v["max_abs_diff_vs_reference"].as_f64().unwrap() <= 1e-4);
     assert_eq!(v["quantized_agreement_with_float"], 1.0);
 }
@@ -292,4 +292,52 @@ fn verify_epsilon_is_honoured() {
         ]),
         "--epsilon -1 must be a non-negative number",
     );
+}
+
+#[test]
+fn refine_writes_a_report_with_the_documented_keys() {
+    let out = tempfile::tempdir().unwrap();
+    let run = ceg4n(&[
+        "refine",
+        path(&model_file("iris_mlp.onnx")),
+        "--props",
+        path(&model_file("iris_props.json")),
+        "--data",
+        path(&model_file("iris_test.csv")),
+        "--out",
+        path(out.path()),
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let printed: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let text = std::fs::read_to_string(out.path().join("report.json")).unwrap();
+    let written: serde_json::Value = serde_json::from_str(&text).unwrap();
+    assert_eq!(printed, written);
+    for key in [
+        "weight_bits",
+        "activation_bits",
+        "weight_storage_bits",
+        "paper_storage_bits",
+        "boxes",
+        "proved",
+        "verified",
+        "rounds",
+        "counterexamples",
+        "verifier_calls",
+        "seconds",
+        "accuracy",
+        "excluded",
+        "model_sha256",
+    ] {
+        assert!(written.get(key).is_some(), "missing {key}");
+    }
+    assert_eq!(written["verified"], true);
+    assert_eq!(written["proved"], 9);
+    let acc = &written["accuracy"];
+    for key in ["float", "quantized", "uniform_baseline"] {
+        assert!(acc[key].as_f64().unwrap() > 0.3, "{key}: {acc}");
+    }
+    let report = ceg4n::report::RefineReport::load(&out.path().join("report.json")).unwrap();
+    assert!(report.config().is_some());
 }

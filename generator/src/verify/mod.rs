@@ -198,6 +198,61 @@ pub fn verify_box(
     }
 }
 
+/// Looks for a counterexample on one box without the solver: sampling, the float decision
+/// boundary, and a local search from the centre. Cheap screening before a proof is attempted.
+pub fn search_counterexample(
+    net: &Network,
+    quantized: Quantized,
+    reference: Option<&TractReference>,
+    prop: &Property,
+    options: &VerifyOptions,
+) -> Option<Counterexample> {
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5C4EE);
+    let points = prop.sample_points(10, 64, options.samples, &mut rng);
+    let (lower, upper) = (&prop.lower, &prop.upper);
+    falsify(net, quantized, reference, lower, upper, &points, options)
+        .or_else(|| attack(net, quantized, reference, lower, upper, &prop.x, options))
+}
+
+/// A point of the box where the float network picks another class than at the centre, if
+/// there is one (sampling first, then z3 per rival class within `options.timeout`). No
+/// quantized network with a quantized input can be equivalent on such a box: it is constant
+/// on each input quantization cell, and the float decision boundary passes through cells.
+/// Top-1 only; `None` also when the solver could not decide in time.
+pub fn float_class_change(
+    net: &Network,
+    prop: &Property,
+    options: &VerifyOptions,
+) -> Option<Vec<f64>> {
+    let decision = options.decision;
+    let (lower, upper) = (&prop.lower, &prop.upper);
+    let centre: Vec<f64> = lower
+        .iter()
+        .zip(upper)
+        .map(|(l, u)| 0.5 * (l + u))
+        .collect();
+    let k = decision.pick(&net.logits(&centre));
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF10A7);
+    if let Some(x) = prop
+        .sample_points(10, 64, options.samples, &mut rng)
+        .into_iter()
+        .find(|x| decision.pick(&net.logits(x)) != k)
+    {
+        return Some(x);
+    }
+    let fb = float_bounds(net, lower, upper);
+    let diff = decision.orient_differences(float_logit_differences(net, &fb));
+    let deadline = Instant::now() + options.timeout;
+    let mut solver = RivalSolver::float(net, lower, upper, &fb, decision);
+    (0..diff.len())
+        .filter(|j| *j != k && diff[*j][k] >= 0.0)
+        .find_map(|j| match solver.check(k, j, deadline) {
+            // The witness is rounded to f32; keep it only if the class change survives.
+            Answer::Sat(x) => (decision.pick(&net.logits(&x)) != k).then_some(x),
+            _ => None,
+        })
+}
+
 /// One solver question about a box.
 #[derive(Clone, Copy, Debug)]
 enum Query {
@@ -337,6 +392,13 @@ impl Region<'_> {
                 deadline
             }
         };
+        if self.options.equivalence == Equivalence::Top1 {
+            if let Some(outcome) =
+                self.decompose(lower, upper, &fb, &queries, depth, deadline, slice)
+            {
+                return outcome;
+            }
+        }
         let relaxed_only = !quantized.has_relaxation();
         let mut relaxed = PairSolver::new(
             net,
@@ -405,6 +467,135 @@ impl Region<'_> {
             }
         }
         Outcome::Proved
+    }
+
+    /// Decides the box as two single-network questions when the float network keeps the
+    /// centre's class `k` on the whole box: then the box is equivalent exactly when the
+    /// quantized network keeps `k` too. `None` when the float network's class is not constant
+    /// (or that could not be decided in time) and no disagreement was found near its decision
+    /// boundary: the joint queries take over.
+    #[allow(clippy::too_many_arguments)]
+    fn decompose(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        fb: &bounds::FloatBounds,
+        queries: &[Query],
+        depth: u32,
+        deadline: Instant,
+        slice: impl Fn() -> Instant,
+    ) -> Option<Outcome> {
+        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        let centre: Vec<f64> = lower
+            .iter()
+            .zip(upper)
+            .map(|(l, u)| 0.5 * (l + u))
+            .collect();
+        let k = decision.pick(&net.logits(&centre));
+        let float_diff = decision.orient_differences(float_logit_differences(net, fb));
+        let float_rivals: Vec<usize> = (0..float_diff.len())
+            .filter(|j| *j != k && float_diff[*j][k] >= 0.0)
+            .collect();
+        if !float_rivals.is_empty() {
+            let mut float = RivalSolver::float(net, lower, upper, fb, decision);
+            for j in float_rivals {
+                self.queries.set(self.queries.get() + 1);
+                let answer = float.check(k, j, slice());
+                self.debug(depth, &format!("float robust {k} vs {j}"), &answer);
+                match answer {
+                    Answer::Unsat => continue,
+                    Answer::Unknown(_) => return None,
+                    Answer::Sat(x) => {
+                        // The float class changes inside the box: the integer network's
+                        // boundary almost surely lies a little off the float one.
+                        return falsify(
+                            net,
+                            quantized,
+                            self.reference,
+                            lower,
+                            upper,
+                            &[centre, x],
+                            self.options,
+                        )
+                        .map(Outcome::Counterexample);
+                    }
+                }
+            }
+        }
+        // The float network picks k everywhere: any input where the quantized network prefers
+        // a rival is a counterexample.
+        let rivals = queries.iter().filter_map(|q| match q {
+            Query::Pair { float, rival } if *float == k => Some(*rival),
+            _ => None,
+        });
+        let relaxed_only = !quantized.has_relaxation();
+        let mut relaxed = RivalSolver::quantized(quantized, lower, upper, relaxed_only, decision);
+        let mut exact: Option<RivalSolver> = None;
+        for j in rivals {
+            self.queries.set(self.queries.get() + 1);
+            let answer = relaxed.check(k, j, slice());
+            self.debug(
+                depth,
+                &format!("quantized robust {k} vs {j} (relaxed)"),
+                &answer,
+            );
+            match answer {
+                Answer::Unsat => continue,
+                Answer::Unknown(reason) => {
+                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
+                    if ce.reproduces_in_f32 || relaxed_only {
+                        return Some(Outcome::Counterexample(ce));
+                    }
+                    if let Some(ce) = attack(
+                        net,
+                        quantized,
+                        self.reference,
+                        lower,
+                        upper,
+                        &x,
+                        self.options,
+                    ) {
+                        return Some(Outcome::Counterexample(ce));
+                    }
+                }
+            }
+            let exact = exact.get_or_insert_with(|| {
+                RivalSolver::quantized(quantized, lower, upper, true, decision)
+            });
+            self.queries.set(self.queries.get() + 1);
+            let answer = exact.check(k, j, slice());
+            self.debug(
+                depth,
+                &format!("quantized robust {k} vs {j} (exact)"),
+                &answer,
+            );
+            match answer {
+                Answer::Unsat => {}
+                Answer::Unknown(reason) => {
+                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
+                    return Some(Outcome::Counterexample(ce));
+                }
+            }
+        }
+        Some(Outcome::Proved)
+    }
+
+    /// With `CEG4N_DEBUG` set, one line per solver query on stderr.
+    fn debug(&self, depth: u32, what: &str, answer: &Answer) {
+        if std::env::var_os("CEG4N_DEBUG").is_some() {
+            let verdict = match answer {
+                Answer::Unsat => "unsat",
+                Answer::Sat(_) => "sat",
+                Answer::Unknown(_) => "unknown",
+            };
+            eprintln!("box {} depth {depth} {what}: {verdict}", self.id);
+        }
     }
 
     /// Bisects the box along the input that moves the first layer most, and decides both
@@ -525,69 +716,159 @@ impl<'a> PairSolver<'a> {
 
     /// Is there an input in the box that answers `query` with yes?
     fn check(&mut self, query: Query, deadline: Instant) -> Answer {
-        let remaining = deadline.saturating_duration_since(Instant::now());
-        if remaining.is_zero() {
-            return Answer::Unknown("time-out".into());
-        }
-        let mut params = Params::new();
-        params.set_u32(
-            "timeout",
-            remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
-        );
-        self.solver.set_params(&params);
-        self.solver.push();
-        match query {
-            Query::Pair { float, rival } => {
-                self.solver.assert(float_picks(&self.float_logits, float));
-                self.solver
-                    .assert(self.quantized.prefers(&self.quantized_logits, rival, float));
-            }
-            Query::Deviation { output, above, eps } => {
-                let gap = if above {
-                    &self.dequantized[output] - &self.float_raw[output]
-                } else {
-                    &self.float_raw[output] - &self.dequantized[output]
-                };
-                self.solver.assert(gap.gt(encode::real_of_f64(eps)));
-            }
-        }
-        let answer = match self.solver.check() {
-            SatResult::Unsat => Answer::Unsat,
-            SatResult::Sat => {
-                let x: Option<Vec<f64>> = self.solver.get_model().and_then(|m| {
-                    self.x
-                        .iter()
-                        .map(|v| m.eval(v, true).map(|r| r.approx_f64()))
-                        .collect()
-                });
-                match x {
-                    Some(x) => Answer::Sat(
-                        x.iter()
-                            .zip(self.lower)
-                            .zip(self.upper)
-                            .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
-                            .collect(),
-                    ),
-                    None => Answer::Unknown("solver returned no model".into()),
+        let (solver, float_logits, quantized_logits) =
+            (&self.solver, &self.float_logits, &self.quantized_logits);
+        let (dequantized, float_raw, quantized) =
+            (&self.dequantized, &self.float_raw, self.quantized);
+        solve(
+            solver,
+            &self.x,
+            self.lower,
+            self.upper,
+            deadline,
+            || match query {
+                Query::Pair { float, rival } => {
+                    solver.assert(float_picks(float_logits, float));
+                    solver.assert(quantized.prefers(quantized_logits, rival, float));
                 }
-            }
-            SatResult::Unknown => {
-                let reason = self
-                    .solver
-                    .get_reason_unknown()
-                    .unwrap_or_else(|| "unknown".into());
-                Answer::Unknown(
-                    if reason.contains("timeout") || reason.contains("canceled") {
-                        "time-out".into()
+                Query::Deviation { output, above, eps } => {
+                    let gap = if above {
+                        &dequantized[output] - &float_raw[output]
                     } else {
-                        reason
-                    },
-                )
-            }
-        };
-        self.solver.pop(1);
-        answer
+                        &float_raw[output] - &dequantized[output]
+                    };
+                    solver.assert(gap.gt(encode::real_of_f64(eps)));
+                }
+            },
+        )
     }
+}
+
+/// One network alone over a box, asked whether it can prefer a rival class over a given one.
+/// When the float network keeps one class on the whole box, the box is equivalent exactly when
+/// the quantized network keeps it too: two single-network questions, each far easier for the
+/// solver than the joint one (no product of both networks' case splits).
+struct RivalSolver<'a> {
+    solver: Solver,
+    x: Vec<z3::ast::Real>,
+    /// Oriented logits.
+    logits: Vec<z3::ast::Real>,
+    /// `None` for the float network.
+    quantized: Option<Quantized<'a>>,
+    lower: &'a [f64],
+    upper: &'a [f64],
+}
+
+impl<'a> RivalSolver<'a> {
+    fn float(
+        net: &Network,
+        lower: &'a [f64],
+        upper: &'a [f64],
+        fb: &bounds::FloatBounds,
+        decision: Decision,
+    ) -> Self {
+        let solver = Solver::new();
+        let x = input_vars(&solver, lower, upper);
+        let logits = decision.orient(encode_float(&solver, net, &x, fb, ""));
+        RivalSolver {
+            solver,
+            x,
+            logits,
+            quantized: None,
+            lower,
+            upper,
+        }
+    }
+
+    fn quantized(
+        quantized: Quantized<'a>,
+        lower: &'a [f64],
+        upper: &'a [f64],
+        exact: bool,
+        decision: Decision,
+    ) -> Self {
+        let solver = Solver::new();
+        let x = input_vars(&solver, lower, upper);
+        let logits = decision.orient(quantized.encode(&solver, &x, lower, upper, exact));
+        RivalSolver {
+            solver,
+            x,
+            logits,
+            quantized: Some(quantized),
+            lower,
+            upper,
+        }
+    }
+
+    /// Is there an input in the box where this network prefers `rival` over `class`?
+    fn check(&mut self, class: usize, rival: usize, deadline: Instant) -> Answer {
+        let (solver, logits) = (&self.solver, &self.logits);
+        let prefers = match self.quantized {
+            Some(q) => q.prefers(logits, rival, class),
+            None => encode::real_prefers(logits, rival, class),
+        };
+        solve(solver, &self.x, self.lower, self.upper, deadline, || {
+            solver.assert(prefers)
+        })
+    }
+}
+
+/// Runs one query on `solver` in a push/pop scope: `assert` adds the question; a witness is
+/// rounded to f32 and clamped into the box.
+fn solve(
+    solver: &Solver,
+    x: &[z3::ast::Real],
+    lower: &[f64],
+    upper: &[f64],
+    deadline: Instant,
+    assert: impl FnOnce(),
+) -> Answer {
+    let remaining = deadline.saturating_duration_since(Instant::now());
+    if remaining.is_zero() {
+        return Answer::Unknown("time-out".into());
+    }
+    let mut params = Params::new();
+    params.set_u32(
+        "timeout",
+        remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
+    );
+    solver.set_params(&params);
+    solver.push();
+    assert();
+    let answer = match solver.check() {
+        SatResult::Unsat => Answer::Unsat,
+        SatResult::Sat => {
+            let witness: Option<Vec<f64>> = solver.get_model().and_then(|m| {
+                x.iter()
+                    .map(|v| m.eval(v, true).map(|r| r.approx_f64()))
+                    .collect()
+            });
+            match witness {
+                Some(w) => Answer::Sat(
+                    w.iter()
+                        .zip(lower)
+                        .zip(upper)
+                        .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
+                        .collect(),
+                ),
+                None => Answer::Unknown("solver returned no model".into()),
+            }
+        }
+        SatResult::Unknown => {
+            let reason = solver
+                .get_reason_unknown()
+                .unwrap_or_else(|| "unknown".into());
+            Answer::Unknown(
+                if reason.contains("timeout") || reason.contains("canceled") {
+                    "time-out".into()
+                } else {
+                    reason
+                },
+            )
+        }
+    };
+    solver.pop(1);
+    answer
 }
 
 /// Looks for a disagreement without the solver: first at the given points, then along
@@ -681,7 +962,7 @@ fn falsify(
 }
 
 /// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
-fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &VerifyOptions) -> bool {
+pub fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &VerifyOptions) -> bool {
     let float = net.logits(x);
     let q = quantized.logits(x);
     match options.equivalence {
@@ -838,6 +1119,19 @@ pub fn verify_boxes(
     options: &VerifyOptions,
     jobs: usize,
 ) -> Vec<BoxVerdict> {
+    verify_boxes_with(net, quantized, reference, props, options, jobs, &|_| {})
+}
+
+/// [`verify_boxes`], calling `done` with each verdict as it is reached.
+pub fn verify_boxes_with(
+    net: &Network,
+    quantized: Quantized,
+    reference: Option<&TractReference>,
+    props: &[Property],
+    options: &VerifyOptions,
+    jobs: usize,
+    done: &(dyn Fn(&BoxVerdict) + Sync),
+) -> Vec<BoxVerdict> {
     use std::sync::atomic::{AtomicUsize, Ordering};
     use std::sync::Mutex;
     let next = AtomicUsize::new(0);
@@ -848,6 +1142,7 @@ pub fn verify_boxes(
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 let Some(prop) = props.get(i) else { break };
                 let verdict = verify_box(net, quantized, reference, prop, options);
+                done(&verdict);
                 results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(verdict);
             });
         }

@@ -1,0 +1,233 @@
+//! The refinement report (`report.json`): a stable, documented schema (see
+//! `docs/report-schema.md`) that `generate` and `hil` read back.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::quantize::QuantConfig;
+use crate::refine::{Accuracy, ExcludedBox, FoundCounterexample, Refinement, Round, Search};
+use crate::task::Task;
+use crate::verify::{BoxVerdict, Decision, Equivalence, Status, VerifyOptions};
+
+/// The schema identifier written into every report.
+pub const SCHEMA: &str = "ceg4n-refine/1";
+
+/// One box at the reported configuration.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct BoxResult {
+    /// Box id from the property file.
+    pub id: String,
+    /// `proved`, `counterexample` or `unknown`.
+    pub status: String,
+    /// Seconds spent on the box.
+    pub seconds: f64,
+    /// The counterexample input, if any.
+    pub counterexample: Option<Vec<f32>>,
+}
+
+/// `report.json`.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct RefineReport {
+    /// Always [`SCHEMA`].
+    pub schema: String,
+    /// The ceg4n version that wrote it.
+    pub tool_version: String,
+    /// The model file as given.
+    pub model: PathBuf,
+    /// SHA-256 of the model file.
+    pub model_sha256: String,
+    /// The property file (boxes) as given.
+    pub props: PathBuf,
+    /// `default` or `ga`.
+    pub search: String,
+    /// The seed.
+    pub seed: u64,
+    /// `argmax` or `argmin`.
+    pub decision: String,
+    /// Weight bits per layer of the reported configuration (null if no candidate).
+    pub weight_bits: Option<Vec<u32>>,
+    /// Hidden activation bits per hidden layer.
+    pub activation_bits: Option<Vec<u32>>,
+    /// Input bits.
+    pub input_bits: Option<u32>,
+    /// Hidden layers' weights scaled per output channel.
+    pub per_channel: bool,
+    /// One input format for all features.
+    pub uniform_input: bool,
+    /// `sum_l bits_l * |W_l|`.
+    pub weight_storage_bits: Option<u64>,
+    /// `sum_l bits_l * (|W_l| + |b_l|)` (the paper's objective).
+    pub paper_storage_bits: Option<u64>,
+    /// Input and hidden activations at their widths.
+    pub activation_storage_bits: Option<u64>,
+    /// The float network's weights and biases at 32 bits.
+    pub float32_storage_bits: u64,
+    /// Per box at the reported configuration.
+    pub boxes: Vec<BoxResult>,
+    /// Boxes proved at the reported configuration.
+    pub proved: usize,
+    /// Ids of boxes not proved at the reported configuration.
+    pub unproved: Vec<String>,
+    /// Every box except the `excluded` ones proved at exactly the reported configuration.
+    pub verified: bool,
+    /// Boxes the float network's decision boundary crosses: no quantized network (constant on
+    /// each input quantization cell) can be equivalent there, so they are left out, each with a
+    /// witness point whose float class differs from the centre's.
+    pub excluded: Vec<ExcludedBox>,
+    /// Rounds run.
+    pub rounds: usize,
+    /// Per-round history.
+    pub history: Vec<Round>,
+    /// Every counterexample found.
+    pub counterexamples: Vec<FoundCounterexample>,
+    /// Boxes verified in total.
+    pub verifier_calls: usize,
+    /// Candidate configurations screened on host models.
+    pub screened: usize,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+    /// Why the loop stopped.
+    pub stop_reason: String,
+    /// Test accuracy, when `--data` was given.
+    pub accuracy: Option<Accuracy>,
+    /// Seconds allowed per box.
+    pub timeout_seconds: f64,
+}
+
+/// SHA-256 of a file, hex.
+pub fn sha256_file(path: &Path) -> Result<String> {
+    let bytes = std::fs::read(path).with_context(|| format!("{}: cannot read", path.display()))?;
+    Ok(Sha256::digest(&bytes)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect())
+}
+
+impl RefineReport {
+    /// Assembles the report of a finished refinement.
+    #[allow(clippy::too_many_arguments)]
+    pub fn new(
+        task: &Task,
+        props_path: &Path,
+        search: Search,
+        seed: u64,
+        verify: &VerifyOptions,
+        refinement: &Refinement,
+        accuracy: Option<Accuracy>,
+        quant: (bool, bool),
+    ) -> Result<RefineReport> {
+        if let Equivalence::Epsilon(_) = verify.equivalence {
+            bail!("refinement reports cover top-1 equivalence only");
+        }
+        let config = refinement.config.as_ref();
+        let storage = refinement.storage;
+        let boxes: Vec<BoxResult> = refinement.boxes.iter().map(box_result).collect();
+        Ok(RefineReport {
+            schema: SCHEMA.into(),
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+            model: task.model_path.clone(),
+            model_sha256: sha256_file(&task.model_path)?,
+            props: props_path.to_path_buf(),
+            search: match search {
+                Search::Descent => "default",
+                Search::Genetic => "ga",
+            }
+            .into(),
+            seed,
+            decision: match verify.decision {
+                Decision::ArgMax => "argmax",
+                Decision::ArgMin => "argmin",
+            }
+            .into(),
+            weight_bits: config.map(|c| c.weight_bits.clone()),
+            activation_bits: config.map(|c| c.act_bits.clone()),
+            input_bits: config.map(|c| c.input_bits),
+            per_channel: config.map_or(quant.0, |c| c.per_channel),
+            uniform_input: config.map_or(quant.1, |c| c.uniform_input),
+            weight_storage_bits: storage.map(|s| s.weight_storage_bits),
+            paper_storage_bits: storage.map(|s| s.paper_storage_bits),
+            activation_storage_bits: storage.map(|s| s.activation_bits),
+            float32_storage_bits: 32 * task.net.param_count() as u64,
+            proved: boxes.iter().filter(|b| b.status == "proved").count(),
+            unproved: boxes
+                .iter()
+                .filter(|b| b.status != "proved")
+                .map(|b| b.id.clone())
+                .collect(),
+            boxes,
+            verified: refinement.verified,
+            excluded: refinement.excluded.clone(),
+            rounds: refinement.rounds.len(),
+            history: refinement.rounds.clone(),
+            counterexamples: refinement.counterexamples.clone(),
+            verifier_calls: refinement.verifier_calls,
+            screened: refinement.screened,
+            seconds: refinement.seconds,
+            stop_reason: refinement.stop_reason.clone(),
+            accuracy,
+            timeout_seconds: verify.timeout.as_secs_f64(),
+        })
+    }
+
+    /// The reported configuration, if there is one.
+    pub fn config(&self) -> Option<QuantConfig> {
+        Some(QuantConfig {
+            weight_bits: self.weight_bits.clone()?,
+            act_bits: self.activation_bits.clone()?,
+            input_bits: self.input_bits?,
+            per_channel: self.per_channel,
+            uniform_input: self.uniform_input,
+        })
+    }
+
+    /// Reads a report, checking its schema.
+    pub fn load(path: &Path) -> Result<RefineReport> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the report", path.display()))?;
+        let report: RefineReport = serde_json::from_str(&text).with_context(|| {
+            format!(
+                "{}: not a ceg4n refine report (expected schema {SCHEMA})",
+                path.display()
+            )
+        })?;
+        if report.schema != SCHEMA {
+            bail!(
+                "{}: report schema {} is not supported; expected {SCHEMA}",
+                path.display(),
+                report.schema
+            );
+        }
+        Ok(report)
+    }
+
+    /// Writes `report.json` into `dir` (created if missing) via a temporary file and a rename,
+    /// so a reader never sees half a report.
+    pub fn write(&self, dir: &Path) -> Result<PathBuf> {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+        let path = dir.join("report.json");
+        let tmp = dir.join(".report.json.tmp");
+        std::fs::write(&tmp, serde_json::to_string_pretty(self)?)
+            .with_context(|| format!("{}: cannot write", tmp.display()))?;
+        std::fs::rename(&tmp, &path)
+            .with_context(|| format!("{}: cannot write", path.display()))?;
+        Ok(path)
+    }
+}
+
+fn box_result(v: &BoxVerdict) -> BoxResult {
+    BoxResult {
+        id: v.id.clone(),
+        status: match v.status {
+            Status::Proved => "proved",
+            Status::Counterexample => "counterexample",
+            Status::Unknown => "unknown",
+        }
+        .into(),
+        seconds: v.seconds,
+        counterexample: v.counterexample.as_ref().map(|c| c.input.clone()),
+    }
+}

@@ -1,0 +1,52 @@
+//! One verification task: a float network, its property boxes, the calibration those boxes
+//! give, and tract's f32 run of the model file for replaying counterexamples. `verify`,
+//! `bench verify` and `refine` all start from it, so they quantize and replay alike.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::Result;
+
+use crate::data::Property;
+use crate::int_model::IntNetwork;
+use crate::ir::Network;
+use crate::quantize::{paper_fake_quantize, quantize, Calibration, QuantConfig};
+use crate::tract_reference::TractReference;
+
+/// A network and the boxes it is verified on.
+pub struct Task {
+    /// The ONNX file.
+    pub model_path: PathBuf,
+    /// The imported float network.
+    pub net: Network,
+    /// The boxes.
+    pub props: Vec<Property>,
+    /// Activation ranges sampled from the boxes.
+    pub calibration: Calibration,
+    /// tract's f32 inference of the model file, when tract can run it.
+    pub reference: Option<TractReference>,
+}
+
+impl Task {
+    /// Calibrates on the boxes and loads tract's reference run.
+    pub fn new(model_path: &Path, net: Network, props: Vec<Property>) -> Task {
+        let calibration = Calibration::from_boxes(&net, &props);
+        let reference = TractReference::load(model_path, &net).ok();
+        Task {
+            model_path: model_path.to_path_buf(),
+            net,
+            props,
+            calibration,
+            reference,
+        }
+    }
+
+    /// The integer network at `config`, calibrated on the boxes.
+    pub fn quantize(&self, config: &QuantConfig) -> Result<IntNetwork> {
+        quantize(&self.net, config, &self.calibration)
+    }
+
+    /// The paper artifact's fake-quantized network at `config`'s weight bits.
+    pub fn paper_network(&self, config: &QuantConfig) -> Network {
+        paper_fake_quantize(&self.net, &config.weight_bits)
+    }
+}
