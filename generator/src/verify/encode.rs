@@ -101,18 +101,46 @@ fn bounded_real(solver: &Solver, name: String, value: &Real, bounds: Interval<f6
     v
 }
 
-fn saturate(y: &Real, bounds: Interval<i64>, lo: i64, hi: i64) -> Real {
+/// `clamp(y, lo, hi)` for `y` in `bounds`. When the clamp is active on part of the range, the
+/// result is a fresh variable with the convex hull of the clamp over the range asserted as
+/// redundant cuts (in integer coefficients, so exact): they give the solver's LP core the
+/// tightest linear picture of each unstable neuron.
+fn saturate(
+    solver: &Solver,
+    name: String,
+    y: &Real,
+    bounds: Interval<i64>,
+    lo: i64,
+    hi: i64,
+) -> Real {
     if bounds.lo >= lo && bounds.hi <= hi {
-        y.clone()
+        return y.clone();
     } else if bounds.hi <= lo {
-        int(lo)
+        return int(lo);
     } else if bounds.lo >= hi {
-        int(hi)
-    } else {
-        let low = int(lo);
-        let high = int(hi);
-        y.lt(&low).ite(&low, &y.gt(&high).ite(&high, y))
+        return int(hi);
     }
+    let (low, high) = (int(lo), int(hi));
+    let h = Real::new_const(name);
+    solver.assert(h.eq(y.lt(&low).ite(&low, &y.gt(&high).ite(&high, y))));
+    let (yl, yh) = (bounds.lo as i128, bounds.hi as i128);
+    let clamp = |v: i128| v.clamp(lo as i128, hi as i128);
+    let (hl, hh) = (clamp(yl), clamp(yh));
+    // Upper hull: from (yl, hl) up to where the clamp reaches hh, then flat.
+    let ku = (hi as i128).min(yh);
+    // Lower hull: flat at hl until the clamp leaves it, then up to (yh, hh).
+    let kl = (lo as i128).max(yl);
+    solver.assert(h.ge(big(hl)));
+    solver.assert(h.le(big(hh)));
+    if ku > yl {
+        // (ku - yl) (h - hl) <= (hh - hl) (y - yl)
+        solver.assert((big(ku - yl) * (&h - big(hl))).le(&(big(hh - hl) * (y - big(yl)))));
+    }
+    if yh > kl {
+        // (yh - kl) (h - hl) >= (hh - hl) (y - kl)
+        solver.assert((big(yh - kl) * (&h - big(hl))).ge(&(big(hh - hl) * (y - big(kl)))));
+    }
+    h
 }
 
 /// Asserts both networks over the box `[lower, upper]` into `solver` (exactly, or relaxed).
@@ -246,7 +274,14 @@ pub fn encode_int(
             let raw = ib.input_raw[i];
             solver.assert(q.ge(int(raw.lo)));
             solver.assert(q.le(int(raw.hi)));
-            saturate(&q, raw, range.min as i64, range.max as i64)
+            saturate(
+                solver,
+                format!("qs{i}"),
+                &q,
+                raw,
+                range.min as i64,
+                range.max as i64,
+            )
         })
         .collect();
     let mut int_logits = Vec::new();
@@ -300,7 +335,14 @@ pub fn encode_int(
                         // 2^S*y <= acc*M + 2^(S-1) <= 2^S*y + 2^S - 1
                         solver.assert(scaled_y.le(&rounded));
                         solver.assert(rounded.le(&(&scaled_y + &pow - int(1))));
-                        saturate(&y, yb, range.min as i64, range.max as i64)
+                        saturate(
+                            solver,
+                            format!("ys{l}_{o}"),
+                            &y,
+                            yb,
+                            range.min as i64,
+                            range.max as i64,
+                        )
                     })
                     .collect();
             }

@@ -188,6 +188,7 @@ pub fn verify_box(
         options,
         id: &prop.id,
         queries: std::cell::Cell::new(0),
+        float_constant: std::cell::Cell::new(None),
     };
     let outcome = region.decide(lower, upper, 0, start + options.timeout);
     let queries = region.queries.get();
@@ -345,6 +346,8 @@ struct Region<'a> {
     options: &'a VerifyOptions,
     id: &'a str,
     queries: std::cell::Cell<usize>,
+    /// The class the float network was proved to pick on the whole box, once known.
+    float_constant: std::cell::Cell<Option<usize>>,
 }
 
 impl Region<'_> {
@@ -496,7 +499,8 @@ impl Region<'_> {
         let float_rivals: Vec<usize> = (0..float_diff.len())
             .filter(|j| *j != k && float_diff[*j][k] >= 0.0)
             .collect();
-        if !float_rivals.is_empty() {
+        let known_constant = depth > 0 && self.float_constant.get() == Some(k);
+        if !float_rivals.is_empty() && !known_constant {
             let mut float = RivalSolver::float(net, lower, upper, fb, decision);
             for j in float_rivals {
                 self.queries.set(self.queries.get() + 1);
@@ -522,8 +526,11 @@ impl Region<'_> {
                 }
             }
         }
-        // The float network picks k everywhere: any input where the quantized network prefers
-        // a rival is a counterexample.
+        // The float network picks k everywhere (and so on every sub-box): any input where the
+        // quantized network prefers a rival is a counterexample.
+        if depth == 0 {
+            self.float_constant.set(Some(k));
+        }
         let rivals = queries.iter().filter_map(|q| match q {
             Query::Pair { float, rival } if *float == k => Some(*rival),
             _ => None,
