@@ -2,6 +2,8 @@
 //! `no_std` Rust crates. See ARCHITECTURE.md for where each concern lives.
 
 pub mod bench;
+pub mod board;
+pub mod codegen;
 pub mod data;
 pub mod float_model;
 pub mod int_model;

@@ -81,6 +81,45 @@ enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Generate a standalone no_std crate (integer kernels, weights, test vectors, certificate)
+    /// for a refined model and a board.
+    #[command(
+        after_help = "Examples:\n  ceg4n generate --report out/iris/report.json --board mps2-an386 --out out/iris-crate\n  ceg4n generate models/iris_mlp.onnx --props models/iris_props.json --bits 4 --act-bits 8 --board microbit --out out/iris4"
+    )]
+    Generate {
+        /// A refine report: generate its reported bits, with its proof results as certificate.
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        report: Option<PathBuf>,
+        /// Or: an ONNX model with explicit --bits (no proof; the certificate says so).
+        model: Option<PathBuf>,
+        /// The boxes that calibrate activation ranges (with MODEL).
+        #[arg(long, requires = "model")]
+        props: Option<PathBuf>,
+        #[command(flatten)]
+        quant: BitsArgs,
+        /// Board name (see `ceg4n boards`).
+        #[arg(long)]
+        board: String,
+        /// Output directory of the crate.
+        #[arg(long)]
+        out: PathBuf,
+        /// Crate name (default: the model's file stem + "-model").
+        #[arg(long)]
+        name: Option<String>,
+        /// Replace an existing directory that ceg4n did not generate.
+        #[arg(long)]
+        force: bool,
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        boards: PathBuf,
+    },
+    /// List the boards (one data file per board in boards/).
+    #[command(after_help = "Example:\n  ceg4n boards")]
+    Boards {
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        boards: PathBuf,
+    },
     /// Benchmarks over a suite folder laid out like the CEG4N paper's.
     #[command(subcommand)]
     Bench(BenchCommand),
@@ -367,6 +406,47 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 jobs: solve.jobs(),
             };
             bench_verify(&suite, &only, &settings, json)
+        }
+        Command::Boards { boards } => {
+            for b in ceg4n::board::Board::all(&boards)? {
+                let how = match (&b.qemu_machine, &b.probe_rs_chip) {
+                    (Some(m), _) => format!("QEMU -M {m}"),
+                    (None, Some(c)) => format!("probe-rs chip {c}"),
+                    (None, None) => "no runner".into(),
+                };
+                println!(
+                    "{:<14} {:<14} {:<22} flash {:>5} KiB  RAM {:>5} KiB  {how}",
+                    b.name,
+                    b.core,
+                    b.target,
+                    b.flash_length / 1024,
+                    b.ram_length / 1024
+                );
+            }
+            Ok(())
+        }
+        Command::Generate {
+            report,
+            model,
+            props,
+            quant,
+            board,
+            out,
+            name,
+            force,
+            boards,
+        } => {
+            let board = ceg4n::board::Board::find(&boards, &board)?;
+            generate_command(
+                report.as_deref(),
+                model.as_deref(),
+                props.as_deref(),
+                &quant,
+                &board,
+                &out,
+                name,
+                force,
+            )
         }
         Command::Refine {
             model,
@@ -1034,4 +1114,139 @@ fn print_refine_summary(r: &ceg4n::report::RefineReport) {
             a.float, a.quantized, a.uniform_bits, a.uniform_baseline
         );
     }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn generate_command(
+    report_path: Option<&std::path::Path>,
+    model: Option<&std::path::Path>,
+    props: Option<&std::path::Path>,
+    quant: &BitsArgs,
+    board: &ceg4n::board::Board,
+    out: &std::path::Path,
+    name: Option<String>,
+    force: bool,
+) -> Result<()> {
+    use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec};
+    let (task, config, certificate, extra) = match (report_path, model) {
+        (Some(path), _) => {
+            let report = ceg4n::report::RefineReport::load(path)?;
+            let Some(config) = report.config() else {
+                bail!(
+                    "{}: the report has no configuration to generate",
+                    path.display()
+                );
+            };
+            let net = import_path(&report.model)?;
+            let sha = ceg4n::report::sha256_file(&report.model)?;
+            if sha != report.model_sha256 {
+                bail!(
+                    "{}: the model file changed since the report was written (SHA-256 differs); refine again",
+                    report.model.display()
+                );
+            }
+            let props = ceg4n::data::load_properties(&report.props, net.input_len())?;
+            let task = ceg4n::task::Task::new(&report.model, net, props);
+            let mut boxes: Vec<CertifiedBox> = report
+                .boxes
+                .iter()
+                .map(|b| CertifiedBox {
+                    id: b.id.clone(),
+                    status: b.status.clone(),
+                })
+                .collect();
+            boxes.extend(report.excluded.iter().map(|e| CertifiedBox {
+                id: e.id.clone(),
+                status: "excluded".into(),
+            }));
+            let extra: Vec<(String, Vec<f64>)> = report
+                .counterexamples
+                .iter()
+                .map(|c| {
+                    (
+                        format!("counterexample {}", c.box_id),
+                        c.input.iter().map(|v| *v as f64).collect(),
+                    )
+                })
+                .collect();
+            let certificate = Certificate {
+                model: file_name(&report.model),
+                model_sha256: sha,
+                verified: report.verified,
+                boxes,
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+            };
+            (task, config, certificate, extra)
+        }
+        (None, Some(model)) => {
+            let Some(props) = props else {
+                bail!("--props is required with MODEL: the boxes calibrate the activation ranges");
+            };
+            let net = import_path(model)?;
+            let Some(config) = quant.config(&net)? else {
+                bail!("--bits is required with MODEL (or pass --report from `ceg4n refine`)");
+            };
+            let props = ceg4n::data::load_properties(props, net.input_len())?;
+            let task = ceg4n::task::Task::new(model, net, props);
+            let certificate = Certificate {
+                model: file_name(model),
+                model_sha256: ceg4n::report::sha256_file(model)?,
+                verified: false,
+                boxes: task
+                    .props
+                    .iter()
+                    .map(|p| CertifiedBox {
+                        id: p.id.clone(),
+                        status: "not verified".into(),
+                    })
+                    .collect(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+            };
+            (task, config, certificate, Vec::new())
+        }
+        (None, None) => bail!("give --report REPORT.json or MODEL.onnx with --bits"),
+    };
+    let int_net = task.quantize(&config)?;
+    let stem = task
+        .model_path
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    let name = name.unwrap_or_else(|| format!("{stem}-model"));
+    if name.is_empty()
+        || !name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        || name.starts_with(|c: char| c.is_ascii_digit())
+    {
+        bail!("--name {name}: a crate name is letters, digits, '-' and '_', not starting with a digit");
+    }
+    let spec = CrateSpec {
+        name,
+        net: &int_net,
+        board,
+        certificate,
+        vectors: vectors(&int_net, &task.props, &extra, 0xC0DE),
+    };
+    let memory = spec.memory();
+    spec.write(out, force)?;
+    println!(
+        "generated {} for {} ({}): {} vectors; flash: weights {} B + parameters {} B; RAM: buffers {} B",
+        out.display(),
+        board.name,
+        board.target,
+        spec.vectors.len(),
+        memory.weight_bytes,
+        memory.parameter_bytes,
+        memory.buffer_bytes
+    );
+    Ok(())
+}
+
+fn file_name(path: &std::path::Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
 }

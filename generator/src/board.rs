@@ -1,0 +1,102 @@
+//! Board data files (`boards/*.toml`): one file per board, so adding a board is adding a file.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use serde::{Deserialize, Serialize};
+
+/// One board.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Board {
+    /// Name used on the command line (the file stem).
+    pub name: String,
+    /// One line for people.
+    pub description: String,
+    /// Core, e.g. `cortex-m4f`.
+    pub core: String,
+    /// Rust target triple.
+    pub target: String,
+    /// Flash origin address.
+    pub flash_origin: u64,
+    /// Flash length in bytes.
+    pub flash_length: u64,
+    /// RAM origin address.
+    pub ram_origin: u64,
+    /// RAM length in bytes.
+    pub ram_length: u64,
+    /// QEMU machine (`-M`), if QEMU emulates the board.
+    pub qemu_machine: Option<String>,
+    /// QEMU cpu (`-cpu`), if emulated.
+    pub qemu_cpu: Option<String>,
+    /// probe-rs chip name, if the board is flashed with probe-rs.
+    pub probe_rs_chip: Option<String>,
+}
+
+/// The targets boards may name (those `rust-toolchain.toml` installs).
+pub const SUPPORTED_TARGETS: &[&str] = &[
+    "thumbv6m-none-eabi",
+    "thumbv7m-none-eabi",
+    "thumbv7em-none-eabihf",
+];
+
+/// The repository's `boards/` folder (the default board directory).
+pub fn default_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
+}
+
+impl Board {
+    /// Reads and checks one board file.
+    pub fn load(path: &Path) -> Result<Board> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the board file", path.display()))?;
+        let board: Board = toml::from_str(&text).map_err(|e| {
+            anyhow::anyhow!(
+                "{}: not a board file ({}); see boards/README.md for the fields",
+                path.display(),
+                e.message()
+            )
+        })?;
+        if !SUPPORTED_TARGETS.contains(&board.target.as_str()) {
+            bail!(
+                "{}: target {} is not supported; supported: {}",
+                path.display(),
+                board.target,
+                SUPPORTED_TARGETS.join(", ")
+            );
+        }
+        Ok(board)
+    }
+
+    /// Every board of `dir`, sorted by name.
+    pub fn all(dir: &Path) -> Result<Vec<Board>> {
+        let mut boards = Vec::new();
+        let entries = std::fs::read_dir(dir)
+            .with_context(|| format!("{}: cannot read the board directory", dir.display()))?;
+        for entry in entries.filter_map(|e| e.ok()) {
+            let path = entry.path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                boards.push(Board::load(&path)?);
+            }
+        }
+        boards.sort_by(|a, b| a.name.cmp(&b.name));
+        Ok(boards)
+    }
+
+    /// The board called `name` in `dir`.
+    pub fn find(dir: &Path, name: &str) -> Result<Board> {
+        let boards = Board::all(dir)?;
+        match boards.iter().find(|b| b.name == name) {
+            Some(b) => Ok(b.clone()),
+            None => bail!(
+                "unknown board {name}; known boards: {} (add one as {}/{name}.toml)",
+                boards
+                    .iter()
+                    .map(|b| b.name.as_str())
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                dir.display()
+            ),
+        }
+    }
+}

@@ -1,0 +1,430 @@
+//! Code generation: an [`IntNetwork`] becomes a standalone `no_std` crate rendered from the
+//! minijinja templates in `templates/crate/`. Every number and type choice is computed here;
+//! the templates only lay out and loop. The kernels are ceg4n-runtime itself, vendored into the
+//! crate (`runtime/`) byte for byte, so the crate builds offline and runs the proved arithmetic.
+
+use std::path::{Path, PathBuf};
+
+use anyhow::{bail, Context, Result};
+use minijinja::{context, Environment};
+use serde::Serialize;
+
+use crate::board::Board;
+use crate::int_model::{AccWidth, Bias, IntNetwork, LayerOutput};
+
+/// ceg4n-runtime's source, vendored into every generated crate.
+pub const RUNTIME_SOURCE: &str = include_str!("../../runtime-nostd/src/lib.rs");
+
+/// The marker file that identifies a directory as generated (and so safe to replace).
+pub const MARKER: &str = ".ceg4n-generated";
+
+const TEMPLATES: &[(&str, &str)] = &[
+    (
+        "Cargo.toml",
+        include_str!("../../templates/crate/Cargo.toml.j2"),
+    ),
+    (
+        "src/lib.rs",
+        include_str!("../../templates/crate/src/lib.rs.j2"),
+    ),
+    (
+        "tests/vectors.rs",
+        include_str!("../../templates/crate/tests/vectors.rs.j2"),
+    ),
+    (
+        "README.md",
+        include_str!("../../templates/crate/README.md.j2"),
+    ),
+    (
+        "runtime/Cargo.toml",
+        include_str!("../../templates/crate/runtime/Cargo.toml.j2"),
+    ),
+];
+
+/// A box and what was established about it, for the certificate.
+#[derive(Clone, Debug, Serialize)]
+pub struct CertifiedBox {
+    /// Box id.
+    pub id: String,
+    /// `proved`, `counterexample`, `unknown` or `excluded`.
+    pub status: String,
+}
+
+/// What the certificate in the crate's README states.
+#[derive(Clone, Debug, Serialize)]
+pub struct Certificate {
+    /// Model file name.
+    pub model: String,
+    /// SHA-256 of the model file.
+    pub model_sha256: String,
+    /// Whether every (non-excluded) box was proved at these exact bits.
+    pub verified: bool,
+    /// Per box.
+    pub boxes: Vec<CertifiedBox>,
+    /// ceg4n version.
+    pub tool_version: String,
+}
+
+/// One test vector: a quantized input and the host model's logits there.
+#[derive(Clone, Debug, Serialize)]
+pub struct Vector {
+    /// Where it comes from (`centre 1.01`, `counterexample`, `random 1.01`, ...).
+    pub origin: String,
+    /// The quantized input.
+    pub input: Vec<i32>,
+    /// The logits of the host model (ceg4n-runtime on the host).
+    pub logits: Vec<i64>,
+    /// The class.
+    pub class: usize,
+}
+
+/// Everything one generated crate needs.
+pub struct CrateSpec<'a> {
+    /// Crate name.
+    pub name: String,
+    /// The network.
+    pub net: &'a IntNetwork,
+    /// The board it is built for.
+    pub board: &'a Board,
+    /// The certificate.
+    pub certificate: Certificate,
+    /// Test vectors checked bit for bit by the crate's host tests.
+    pub vectors: Vec<Vector>,
+}
+
+#[derive(Serialize)]
+struct LayerView {
+    index: usize,
+    inputs: usize,
+    outputs: usize,
+    weight_bits: u32,
+    weight_type: &'static str,
+    weights: String,
+    acc_type: &'static str,
+    bias: String,
+    hidden: bool,
+    requant: String,
+    requant_len: usize,
+    range_min: i32,
+    range_max: i32,
+    act_bits: u32,
+}
+
+/// Memory the crate needs, computed from its arrays.
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct Memory {
+    /// Bytes of weight arrays.
+    pub weight_bytes: usize,
+    /// Bytes of biases and requantization steps.
+    pub parameter_bytes: usize,
+    /// Bytes of the two activation buffers (ping-pong) plus the logits.
+    pub buffer_bytes: usize,
+}
+
+fn weight_type(bits: u32) -> (&'static str, usize) {
+    if bits <= 8 {
+        ("i8", 1)
+    } else {
+        ("i16", 2)
+    }
+}
+
+fn activation_type(bits: u32, relu: bool) -> (&'static str, usize) {
+    match (bits <= 8, relu) {
+        (true, true) => ("u8", 1),
+        (true, false) => ("i8", 1),
+        (false, true) => ("u16", 2),
+        (false, false) => ("i16", 2),
+    }
+}
+
+fn acc_type(width: AccWidth) -> (&'static str, usize) {
+    match width {
+        AccWidth::I32 => ("i32", 4),
+        AccWidth::I64 => ("i64", 8),
+    }
+}
+
+/// A comma-separated list, wrapped every `per_line` items (rustfmt-stable layout).
+fn list<T: std::fmt::Display>(values: impl IntoIterator<Item = T>) -> String {
+    values
+        .into_iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The activation type shared by the ping-pong buffers: wide enough for every hidden layer.
+fn buffer_type(net: &IntNetwork) -> (&'static str, usize) {
+    let mut bits = 0;
+    let mut all_relu = true;
+    for l in &net.layers {
+        if let LayerOutput::Activations { bits: b, relu, .. } = &l.output {
+            bits = bits.max(*b);
+            all_relu &= *relu;
+        }
+    }
+    activation_type(bits.max(1), all_relu)
+}
+
+impl CrateSpec<'_> {
+    /// Memory figures of the generated arrays.
+    pub fn memory(&self) -> Memory {
+        let net = self.net;
+        let weight_bytes = net
+            .layers
+            .iter()
+            .map(|l| l.weights.len() * weight_type(l.weight_bits).1)
+            .sum();
+        let parameter_bytes = net
+            .layers
+            .iter()
+            .map(|l| {
+                let bias = l.outputs * acc_type(l.accumulator).1;
+                let requant = match &l.output {
+                    LayerOutput::Activations { requant, .. } => requant.len() * 8,
+                    LayerOutput::Logits => 0,
+                };
+                bias + requant
+            })
+            .sum();
+        let hidden = net
+            .layers
+            .iter()
+            .filter(|l| matches!(l.output, LayerOutput::Activations { .. }))
+            .map(|l| l.outputs)
+            .max()
+            .unwrap_or(0);
+        let last = net
+            .layers
+            .last()
+            .map_or((0, 4), |l| (l.outputs, acc_type(l.accumulator).1));
+        Memory {
+            weight_bytes,
+            parameter_bytes,
+            buffer_bytes: 2 * hidden * buffer_type(net).1 + last.0 * last.1,
+        }
+    }
+
+    fn render(&self) -> Result<Vec<(String, String)>> {
+        let net = self.net;
+        if net.layers.is_empty() {
+            bail!("the network has no layers");
+        }
+        let layers: Vec<LayerView> = net
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(index, l)| {
+                let (wt, _) = weight_type(l.weight_bits);
+                let (at, _) = acc_type(l.accumulator);
+                let bias = match &l.bias {
+                    Bias::I32(b) => list(b),
+                    Bias::I64(b) => list(b),
+                };
+                let (hidden, requant, requant_len, range_min, range_max, act_bits) = match &l.output
+                {
+                    LayerOutput::Activations {
+                        range,
+                        requant,
+                        bits,
+                        ..
+                    } => (
+                        true,
+                        requant
+                            .iter()
+                            .map(|r| {
+                                format!(
+                                    "Requant {{ multiplier: {}, shift: {} }}",
+                                    r.multiplier, r.shift
+                                )
+                            })
+                            .collect::<Vec<_>>()
+                            .join(", "),
+                        requant.len(),
+                        range.min,
+                        range.max,
+                        *bits,
+                    ),
+                    LayerOutput::Logits => (false, String::new(), 0, 0, 0, 0),
+                };
+                LayerView {
+                    index,
+                    inputs: l.inputs,
+                    outputs: l.outputs,
+                    weight_bits: l.weight_bits,
+                    weight_type: wt,
+                    weights: list(&l.weights),
+                    acc_type: at,
+                    bias,
+                    hidden,
+                    requant,
+                    requant_len,
+                    range_min,
+                    range_max,
+                    act_bits,
+                }
+            })
+            .collect();
+        let last = net.layers.last().expect("checked non-empty");
+        let input_type = if net.input.bits <= 8 { "i8" } else { "i16" };
+        let hidden_max = layers
+            .iter()
+            .filter(|l| l.hidden)
+            .map(|l| l.outputs)
+            .max()
+            .unwrap_or(1);
+        let memory = self.memory();
+        let ctx = context! {
+            name => &self.name,
+            crate_ident => self.name.replace('-', "_"),
+            board => self.board,
+            layers => &layers,
+            inputs => net.input_len(),
+            outputs => last.outputs,
+            input_bits => net.input.bits,
+            input_type => input_type,
+            input_min => net.input.range().min,
+            input_max => net.input.range().max,
+            frac_bits => list(&net.input.frac_bits),
+            logit_type => acc_type(last.accumulator).0,
+            logit_scale => list(last.acc_scale.iter().map(|s| format!("{s:e}"))),
+            buffer_type => buffer_type(net).0,
+            hidden_max => hidden_max,
+            memory => memory,
+            certificate => &self.certificate,
+            vectors => self.vectors.iter().map(|v| context! {
+                origin => &v.origin,
+                input => list(&v.input),
+                logits => list(&v.logits),
+                class => v.class,
+            }).collect::<Vec<_>>(),
+            vector_count => self.vectors.len(),
+            runtime_version => env!("CARGO_PKG_VERSION"),
+        };
+        let mut env = Environment::new();
+        env.set_trim_blocks(true);
+        env.set_lstrip_blocks(true);
+        let mut files = Vec::new();
+        for (path, source) in TEMPLATES {
+            let text = env
+                .render_str(source, &ctx)
+                .with_context(|| format!("template {path}"))?;
+            files.push((path.to_string(), text));
+        }
+        files.push(("runtime/src/lib.rs".into(), RUNTIME_SOURCE.into()));
+        files.push((
+            MARKER.into(),
+            "This directory was written by `ceg4n generate`; it may replace it.\n".into(),
+        ));
+        Ok(files)
+    }
+
+    /// Writes the crate to `out`: rendered into a sibling temporary directory, then renamed
+    /// into place, so `out` is never half-written. An existing `out` is replaced only if it was
+    /// generated (it holds the marker file) or `force` is set.
+    pub fn write(&self, out: &Path, force: bool) -> Result<PathBuf> {
+        let files = self.render()?;
+        if out.exists() && !out.join(MARKER).exists() && !force {
+            bail!(
+                "{}: exists and was not generated by ceg4n; pass --force to replace it",
+                out.display()
+            );
+        }
+        let parent = match out.parent() {
+            Some(p) if !p.as_os_str().is_empty() => p.to_path_buf(),
+            _ => PathBuf::from("."),
+        };
+        std::fs::create_dir_all(&parent)
+            .with_context(|| format!("{}: cannot create", parent.display()))?;
+        let tmp = parent.join(format!(
+            ".{}.tmp-{}",
+            out.file_name().and_then(|n| n.to_str()).unwrap_or("crate"),
+            std::process::id()
+        ));
+        if tmp.exists() {
+            std::fs::remove_dir_all(&tmp)?;
+        }
+        let written = (|| -> Result<()> {
+            for (path, text) in &files {
+                let target = tmp.join(path);
+                if let Some(dir) = target.parent() {
+                    std::fs::create_dir_all(dir)?;
+                }
+                std::fs::write(&target, text)
+                    .with_context(|| format!("{}: cannot write", target.display()))?;
+            }
+            rustfmt(&tmp)
+        })();
+        if let Err(e) = written {
+            let _ = std::fs::remove_dir_all(&tmp);
+            return Err(e);
+        }
+        if out.exists() {
+            std::fs::remove_dir_all(out)
+                .with_context(|| format!("{}: cannot replace", out.display()))?;
+        }
+        std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot write", out.display()))?;
+        Ok(out.to_path_buf())
+    }
+}
+
+/// Random in-box points per box among the test vectors.
+pub const RANDOM_VECTORS_PER_BOX: usize = 16;
+
+/// Test vectors: every box's centre, up to 8 corners and random points, and the given inputs
+/// (counterexamples, test rows), each with the host model's logits.
+pub fn vectors(
+    net: &IntNetwork,
+    props: &[crate::data::Property],
+    extra: &[(String, Vec<f64>)],
+    seed: u64,
+) -> Vec<Vector> {
+    use rand::SeedableRng;
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+    let mut points: Vec<(String, Vec<f64>)> = Vec::new();
+    for p in props {
+        for (k, x) in p
+            .sample_points(0, 8, RANDOM_VECTORS_PER_BOX, &mut rng)
+            .into_iter()
+            .enumerate()
+        {
+            let origin = match k {
+                0 => format!("centre {}", p.id),
+                k if k <= 8 => format!("corner {}", p.id),
+                _ => format!("random {}", p.id),
+            };
+            points.push((origin, x));
+        }
+    }
+    points.extend(extra.iter().cloned());
+    points
+        .into_iter()
+        .map(|(origin, x)| {
+            let input = net.quantize_input(&x);
+            let logits = net.logits_q(&input);
+            Vector {
+                class: ceg4n_runtime::argmax(&logits),
+                origin,
+                input,
+                logits,
+            }
+        })
+        .collect()
+}
+
+/// Formats the generated Rust sources with rustfmt when it is installed (it ships with every
+/// rustup toolchain); the layout is then exactly what `cargo fmt` would leave.
+pub fn rustfmt(dir: &Path) -> Result<()> {
+    let sources = ["src/lib.rs", "tests/vectors.rs"].map(|p| dir.join(p));
+    match std::process::Command::new("rustfmt")
+        .args(["--edition", "2021"])
+        .args(&sources)
+        .status()
+    {
+        Ok(s) if s.success() => Ok(()),
+        Ok(s) => bail!("rustfmt failed on the generated crate ({s})"),
+        // No rustfmt: the crate is still valid Rust, only not normalised.
+        Err(_) => Ok(()),
+    }
+}

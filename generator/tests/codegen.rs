@@ -1,0 +1,142 @@
+//! Generated crates: the vendored runtime is ceg4n-runtime byte for byte, the layout of a small
+//! crate is pinned by a snapshot, and a generated crate builds for the three Cortex-M targets
+//! and reproduces the host model's logits bit for bit in its own tests (offline).
+
+mod common;
+
+use std::process::Command;
+
+use ceg4n::board::Board;
+use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, RUNTIME_SOURCE};
+use ceg4n::data::load_properties;
+use ceg4n::onnx_import::import_path;
+use ceg4n::quantize::QuantConfig;
+use ceg4n::task::Task;
+use common::*;
+
+fn iris_crate(dir: &std::path::Path, bits: &[u32], act_bits: &[u32]) -> usize {
+    let model = model_file("iris_mlp.onnx");
+    let net = import_path(&model).unwrap();
+    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
+    let task = Task::new(&model, net, props);
+    let config = QuantConfig::for_network(&task.net, bits, act_bits, 8, false, false).unwrap();
+    let int_net = task.quantize(&config).unwrap();
+    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let spec = CrateSpec {
+        name: "iris-snapshot".into(),
+        net: &int_net,
+        board: &board,
+        certificate: Certificate {
+            model: "iris_mlp.onnx".into(),
+            model_sha256: "0".repeat(64),
+            verified: false,
+            boxes: vec![CertifiedBox {
+                id: "1.0".into(),
+                status: "not verified".into(),
+            }],
+            tool_version: "test".into(),
+        },
+        vectors: vectors(&int_net, &task.props[..1], &[], 1),
+    };
+    spec.write(dir, false).unwrap();
+    spec.vectors.len()
+}
+
+#[test]
+fn the_vendored_runtime_is_the_runtime() {
+    let original = std::fs::read_to_string(root().join("runtime-nostd/src/lib.rs")).unwrap();
+    assert_eq!(RUNTIME_SOURCE, original);
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    iris_crate(&out, &[4], &[8]);
+    let vendored = std::fs::read_to_string(out.join("runtime/src/lib.rs")).unwrap();
+    assert_eq!(vendored, original);
+}
+
+/// Pins the generated `src/lib.rs` of a small crate: a template change shows up as a diff here.
+/// Set `UPDATE_SNAPSHOTS=1` to accept a deliberate change.
+#[test]
+fn generated_source_matches_the_snapshot() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("c");
+    iris_crate(&out, &[4], &[8]);
+    let snapshot = fixture("snapshots/iris_4bit_lib.rs");
+    let actual = std::fs::read_to_string(out.join("src/lib.rs")).unwrap();
+    if std::env::var_os("UPDATE_SNAPSHOTS").is_some() {
+        std::fs::create_dir_all(snapshot.parent().unwrap()).unwrap();
+        std::fs::write(&snapshot, &actual).unwrap();
+    }
+    let expected = std::fs::read_to_string(&snapshot).unwrap();
+    assert_eq!(
+        actual, expected,
+        "generated source changed (UPDATE_SNAPSHOTS=1 to accept)"
+    );
+}
+
+#[test]
+fn an_existing_directory_is_never_overwritten_without_force() {
+    let dir = tempfile::tempdir().unwrap();
+    let mine = dir.path().join("mine");
+    std::fs::create_dir_all(&mine).unwrap();
+    std::fs::write(mine.join("notes.txt"), "keep").unwrap();
+    let model = model_file("iris_mlp.onnx");
+    let run = Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(["generate", model.to_str().unwrap(), "--props"])
+        .arg(model_file("iris_props.json"))
+        .args(["--bits", "4", "--board", "microbit", "--out"])
+        .arg(&mine)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert!(stderr.contains("--force"), "{stderr}");
+    assert_eq!(stderr.trim_end().lines().count(), 1);
+    assert_eq!(
+        std::fs::read_to_string(mine.join("notes.txt")).unwrap(),
+        "keep"
+    );
+}
+
+/// Builds a generated crate offline in a fresh directory for the three targets and runs its
+/// host tests (bit-exact logits) and clippy.
+#[test]
+fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("crate");
+    let count = iris_crate(&out, &[3, 5, 4], &[6, 4]);
+    assert!(count >= 10);
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let run = |args: &[&str]| {
+        let o = Command::new(&cargo)
+            .arg("--offline")
+            .args(args)
+            .current_dir(&out)
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tested = run(&["test", "--all-features"]);
+    assert!(tested.contains("1 passed"), "{tested}");
+    for target in [
+        "thumbv6m-none-eabi",
+        "thumbv7m-none-eabi",
+        "thumbv7em-none-eabihf",
+    ] {
+        run(&["build", "--release", "--target", target]);
+    }
+    run(&[
+        "clippy",
+        "--all-targets",
+        "--all-features",
+        "--",
+        "-D",
+        "warnings",
+    ]);
+}
