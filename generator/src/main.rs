@@ -69,6 +69,9 @@ enum Command {
         /// A CEG4N property file (boxes).
         #[arg(long)]
         props: PathBuf,
+        /// Search strategy.
+        #[arg(long, value_enum, default_value_t = SearchArg::Default)]
+        search: SearchArg,
         #[command(flatten)]
         refine: RefineArgs,
         /// The report folder.
@@ -167,9 +170,6 @@ struct RefineArgs {
     /// A labelled CSV: report float, refined and uniform-baseline test accuracy.
     #[arg(long)]
     data: Option<PathBuf>,
-    /// Search strategy.
-    #[arg(long, value_enum, default_value_t = SearchArg::Default)]
-    search: SearchArg,
     /// Seed of every random choice (same seed, same result).
     #[arg(long, default_value_t = 0)]
     seed: u64,
@@ -451,12 +451,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
         Command::Refine {
             model,
             props,
+            search,
             refine,
             out,
             quiet,
             json,
         } => {
-            let report = refine_command(&model, &props, &refine, quiet)?;
+            let report = refine_command(&model, &props, search, &refine, quiet)?;
             let path = report.write(&out)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1023,11 +1024,12 @@ fn refine_options(args: &RefineArgs, search: SearchArg) -> Result<ceg4n::refine:
 fn refine_command(
     model: &std::path::Path,
     props_path: &std::path::Path,
+    search: SearchArg,
     args: &RefineArgs,
     quiet: bool,
 ) -> Result<ceg4n::report::RefineReport> {
     use ceg4n::refine::{accuracy, refine};
-    let options = refine_options(args, args.search)?;
+    let options = refine_options(args, search)?;
     let net = import_path(model)?;
     let props = ceg4n::data::load_properties(props_path, net.input_len())?;
     let data = args
