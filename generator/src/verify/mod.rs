@@ -199,6 +199,15 @@ pub fn verify_box(
     }
 }
 
+/// The centre of the box `[lower, upper]`.
+fn midpoint(lower: &[f64], upper: &[f64]) -> Vec<f64> {
+    lower
+        .iter()
+        .zip(upper)
+        .map(|(l, u)| 0.5 * (l + u))
+        .collect()
+}
+
 /// Looks for a counterexample on one box without the solver: sampling, the float decision
 /// boundary, and a local search from the centre. Cheap screening before a proof is attempted.
 pub fn search_counterexample(
@@ -227,11 +236,7 @@ pub fn float_class_change(
 ) -> Option<Vec<f64>> {
     let decision = options.decision;
     let (lower, upper) = (&prop.lower, &prop.upper);
-    let centre: Vec<f64> = lower
-        .iter()
-        .zip(upper)
-        .map(|(l, u)| 0.5 * (l + u))
-        .collect();
+    let centre = midpoint(lower, upper);
     let k = decision.pick(&net.logits(&centre));
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF10A7);
     if let Some(x) = prop
@@ -357,11 +362,7 @@ impl Region<'_> {
         let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
         if depth > 0 {
             // A sub-box: its centre is a cheap first guess.
-            let centre: Vec<f64> = lower
-                .iter()
-                .zip(upper)
-                .map(|(l, u)| 0.5 * (l + u))
-                .collect();
+            let centre = midpoint(lower, upper);
             if let Some(ce) = falsify(
                 net,
                 quantized,
@@ -489,11 +490,7 @@ impl Region<'_> {
         slice: impl Fn() -> Instant,
     ) -> Option<Outcome> {
         let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
-        let centre: Vec<f64> = lower
-            .iter()
-            .zip(upper)
-            .map(|(l, u)| 0.5 * (l + u))
-            .collect();
+        let centre = midpoint(lower, upper);
         let k = decision.pick(&net.logits(&centre));
         let float_diff = decision.orient_differences(float_logit_differences(net, fb));
         let float_rivals: Vec<usize> = (0..float_diff.len())
