@@ -418,39 +418,14 @@ impl Region<'_> {
             self.queries.set(self.queries.get() + 1);
             let t = Instant::now();
             let answer = relaxed.check(query, slice());
-            if std::env::var_os("CEG4N_DEBUG").is_some() {
-                let what = match &answer {
-                    Answer::Unsat => "unsat",
-                    Answer::Sat(_) => "sat",
-                    Answer::Unknown(_) => "unknown",
-                };
-                eprintln!(
-                    "box {} depth {depth} {query:?} relaxed {what} in {:.3}s",
-                    self.id,
-                    t.elapsed().as_secs_f64()
-                );
-            }
+            self.debug(depth, &format!("{query:?} relaxed"), &answer, t);
             match answer {
                 Answer::Unsat => continue,
                 Answer::Unknown(reason) => {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
-                    if ce.reproduces_in_f32 || relaxed_only {
-                        return Outcome::Counterexample(ce);
-                    }
-                    // The relaxed witness is spurious, but real disagreements often lie near
-                    // it: search there before the (slow) exact encoding.
-                    if let Some(ce) = attack(
-                        net,
-                        quantized,
-                        self.reference,
-                        lower,
-                        upper,
-                        &x,
-                        self.options,
-                    ) {
+                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
                         return Outcome::Counterexample(ce);
                     }
                 }
@@ -501,8 +476,9 @@ impl Region<'_> {
             let mut float = RivalSolver::float(net, lower, upper, fb, decision);
             for j in float_rivals {
                 self.queries.set(self.queries.get() + 1);
+                let started = Instant::now();
                 let answer = float.check(k, j, slice());
-                self.debug(depth, &format!("float robust {k} vs {j}"), &answer);
+                self.debug(depth, &format!("float robust {k} vs {j}"), &answer, started);
                 match answer {
                     Answer::Unsat => continue,
                     Answer::Unknown(_) => return None,
@@ -537,11 +513,13 @@ impl Region<'_> {
         let mut exact: Option<RivalSolver> = None;
         for j in rivals {
             self.queries.set(self.queries.get() + 1);
+            let started = Instant::now();
             let answer = relaxed.check(k, j, slice());
             self.debug(
                 depth,
                 &format!("quantized robust {k} vs {j} (relaxed)"),
                 &answer,
+                started,
             );
             match answer {
                 Answer::Unsat => continue,
@@ -549,19 +527,7 @@ impl Region<'_> {
                     return Some(self.split_or(lower, upper, depth, deadline, reason))
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
-                    if ce.reproduces_in_f32 || relaxed_only {
-                        return Some(Outcome::Counterexample(ce));
-                    }
-                    if let Some(ce) = attack(
-                        net,
-                        quantized,
-                        self.reference,
-                        lower,
-                        upper,
-                        &x,
-                        self.options,
-                    ) {
+                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
                         return Some(Outcome::Counterexample(ce));
                     }
                 }
@@ -570,11 +536,13 @@ impl Region<'_> {
                 RivalSolver::quantized(quantized, lower, upper, true, decision)
             });
             self.queries.set(self.queries.get() + 1);
+            let started = Instant::now();
             let answer = exact.check(k, j, slice());
             self.debug(
                 depth,
                 &format!("quantized robust {k} vs {j} (exact)"),
                 &answer,
+                started,
             );
             match answer {
                 Answer::Unsat => {}
@@ -590,15 +558,46 @@ impl Region<'_> {
         Some(Outcome::Proved)
     }
 
+    /// A counterexample from a relaxed encoding's witness `x`: the witness itself when it
+    /// replays (or when the encoding was exact), else one found by local search around it —
+    /// real disagreements often lie near a spurious witness, and searching is far cheaper than
+    /// the exact encoding. `None` sends the query on to the exact encoding.
+    fn near_relaxed_witness(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        x: &[f64],
+        relaxed_only: bool,
+    ) -> Option<Counterexample> {
+        let (net, quantized) = (self.net, self.quantized);
+        let ce = replay(net, quantized, self.reference, x, "solver", self.options);
+        if ce.reproduces_in_f32 || relaxed_only {
+            return Some(ce);
+        }
+        attack(
+            net,
+            quantized,
+            self.reference,
+            lower,
+            upper,
+            x,
+            self.options,
+        )
+    }
+
     /// With `CEG4N_DEBUG` set, one line per solver query on stderr.
-    fn debug(&self, depth: u32, what: &str, answer: &Answer) {
+    fn debug(&self, depth: u32, what: &str, answer: &Answer, started: Instant) {
         if std::env::var_os("CEG4N_DEBUG").is_some() {
             let verdict = match answer {
                 Answer::Unsat => "unsat",
                 Answer::Sat(_) => "sat",
                 Answer::Unknown(_) => "unknown",
             };
-            eprintln!("box {} depth {depth} {what}: {verdict}", self.id);
+            eprintln!(
+                "box {} depth {depth} {what}: {verdict} in {:.3}s",
+                self.id,
+                started.elapsed().as_secs_f64()
+            );
         }
     }
 
