@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::board::Board;
 use crate::int_model::{AccWidth, Bias, IntNetwork, LayerOutput};
+use ceg4n_runtime::Packed;
 
 /// ceg4n-runtime's source, vendored into every generated crate.
 pub const RUNTIME_SOURCE: &str = include_str!("../../runtime-nostd/src/lib.rs");
@@ -100,6 +101,8 @@ struct LayerView {
     weight_bits: u32,
     weight_type: &'static str,
     weights: String,
+    weight_len: usize,
+    packed: bool,
     acc_type: &'static str,
     bias: String,
     hidden: bool,
@@ -121,11 +124,40 @@ pub struct Memory {
     pub buffer_bytes: usize,
 }
 
-fn weight_type(bits: u32) -> (&'static str, usize) {
-    if bits <= 8 {
-        ("i8", 1)
+/// Widths below this are bit-packed (`Packed`): a 2..7-bit weight costs `bits/8` bytes instead
+/// of one, for a few shifts per read.
+pub const PACK_BELOW_BITS: u32 = 8;
+
+/// How a layer's weights are stored: element type and the array's contents.
+fn stored_weights(weights: &[i16], bits: u32) -> (&'static str, Vec<String>) {
+    if bits < PACK_BELOW_BITS {
+        let mut bytes = vec![0u8; Packed::bytes_for(weights.len(), bits)];
+        Packed::pack_into(weights, bits, &mut bytes);
+        ("u8", bytes.iter().map(|b| b.to_string()).collect())
+    } else if bits <= 8 {
+        ("i8", weights.iter().map(|w| w.to_string()).collect())
     } else {
-        ("i16", 2)
+        ("i16", weights.iter().map(|w| w.to_string()).collect())
+    }
+}
+
+/// The requantization steps a layer stores: one when every output shares it (per-layer
+/// scaling; the runtime applies `requant[0]` to every output then), else one per output.
+fn stored_requant(requant: &[ceg4n_runtime::Requant]) -> &[ceg4n_runtime::Requant] {
+    match requant.split_first() {
+        Some((first, rest)) if rest.iter().all(|r| r == first) => &requant[..1],
+        _ => requant,
+    }
+}
+
+/// Bytes of a layer's stored weights.
+fn weight_bytes(weights: &[i16], bits: u32) -> usize {
+    if bits < PACK_BELOW_BITS {
+        Packed::bytes_for(weights.len(), bits)
+    } else if bits <= 8 {
+        weights.len()
+    } else {
+        2 * weights.len()
     }
 }
 
@@ -174,7 +206,7 @@ impl CrateSpec<'_> {
         let weight_bytes = net
             .layers
             .iter()
-            .map(|l| l.weights.len() * weight_type(l.weight_bits).1)
+            .map(|l| weight_bytes(&l.weights, l.weight_bits))
             .sum();
         let parameter_bytes = net
             .layers
@@ -182,7 +214,7 @@ impl CrateSpec<'_> {
             .map(|l| {
                 let bias = l.outputs * acc_type(l.accumulator).1;
                 let requant = match &l.output {
-                    LayerOutput::Activations { requant, .. } => requant.len() * 8,
+                    LayerOutput::Activations { requant, .. } => stored_requant(requant).len() * 8,
                     LayerOutput::Logits => 0,
                 };
                 bias + requant
@@ -216,7 +248,7 @@ impl CrateSpec<'_> {
             .iter()
             .enumerate()
             .map(|(index, l)| {
-                let (wt, _) = weight_type(l.weight_bits);
+                let (wt, stored) = stored_weights(&l.weights, l.weight_bits);
                 let (at, _) = acc_type(l.accumulator);
                 let bias = match &l.bias {
                     Bias::I32(b) => list(b),
@@ -231,7 +263,7 @@ impl CrateSpec<'_> {
                         ..
                     } => (
                         true,
-                        requant
+                        stored_requant(requant)
                             .iter()
                             .map(|r| {
                                 format!(
@@ -241,7 +273,7 @@ impl CrateSpec<'_> {
                             })
                             .collect::<Vec<_>>()
                             .join(", "),
-                        requant.len(),
+                        stored_requant(requant).len(),
                         range.min,
                         range.max,
                         *bits,
@@ -254,7 +286,9 @@ impl CrateSpec<'_> {
                     outputs: l.outputs,
                     weight_bits: l.weight_bits,
                     weight_type: wt,
-                    weights: list(&l.weights),
+                    weight_len: stored.len(),
+                    weights: stored.join(", "),
+                    packed: l.weight_bits < PACK_BELOW_BITS,
                     acc_type: at,
                     bias,
                     hidden,
@@ -275,7 +309,27 @@ impl CrateSpec<'_> {
             .max()
             .unwrap_or(1);
         let memory = self.memory();
+        let uses = |hidden: bool, packed: bool| {
+            layers
+                .iter()
+                .any(|l| l.hidden == hidden && l.packed == packed)
+        };
+        let mut imports = vec!["argmax"];
+        for (name, used) in [
+            ("dense_accumulate", uses(false, false)),
+            ("dense_accumulate_packed", uses(false, true)),
+            ("dense_requantize", uses(true, false)),
+            ("dense_requantize_packed", uses(true, true)),
+            ("ActRange", layers.iter().any(|l| l.hidden)),
+            ("Packed", layers.iter().any(|l| l.packed)),
+            ("Requant", layers.iter().any(|l| l.hidden)),
+        ] {
+            if used {
+                imports.push(name);
+            }
+        }
         let ctx = context! {
+            imports => imports.join(", "),
             name => &self.name,
             crate_ident => self.name.replace('-', "_"),
             board => self.board,

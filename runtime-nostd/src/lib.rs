@@ -327,6 +327,108 @@ pub fn dense_requantize<A: Activation, W: Weight, Acc: Accumulator, O: Activatio
     });
 }
 
+/// Weights of 2..=16 bits packed back to back into bytes: weight `k` occupies bits
+/// `k*bits .. (k+1)*bits` of the little-endian bit stream, in two's complement. Sub-byte widths
+/// cost `bits/8` bytes per weight instead of one; reading one costs a few shifts.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Packed<'a> {
+    bytes: &'a [u8],
+    bits: u32,
+}
+
+impl<'a> Packed<'a> {
+    /// Packed weights of `bits` bits (clamped to `MIN_BITS..=MAX_BITS`) in `bytes`.
+    pub const fn new(bytes: &'a [u8], bits: u32) -> Packed<'a> {
+        Packed {
+            bytes,
+            bits: clamp_bits(bits),
+        }
+    }
+
+    /// Bytes needed for `count` weights of `bits` bits.
+    pub const fn bytes_for(count: usize, bits: u32) -> usize {
+        (count * clamp_bits(bits) as usize).div_ceil(8)
+    }
+
+    /// Weight `k` (0 past the end of the bytes, so the read is total).
+    #[inline]
+    pub fn get(&self, k: usize) -> i32 {
+        let bits = self.bits as usize;
+        let first = k * bits;
+        let (byte, offset) = (first / 8, first % 8);
+        // 16 bits at any offset span at most 3 bytes.
+        let window = (0..3).fold(0u32, |w, j| {
+            w | (self.bytes.get(byte + j).copied().unwrap_or(0) as u32) << (8 * j)
+        });
+        let raw = (window >> offset) & ((1u32 << bits) - 1);
+        let sign = 1u32 << (bits - 1);
+        (raw ^ sign) as i32 - sign as i32
+    }
+
+    /// Packs `values` (each already within `bits` bits, two's complement) into `out`, which
+    /// must hold [`Packed::bytes_for`] bytes; values that do not fit are truncated to their low
+    /// bits, and extra values beyond `out` are dropped, so packing is total.
+    pub fn pack_into(values: &[i16], bits: u32, out: &mut [u8]) {
+        let bits = clamp_bits(bits) as usize;
+        out.iter_mut().for_each(|b| *b = 0);
+        for (k, v) in values.iter().enumerate() {
+            let raw = (*v as u32) & ((1u32 << bits) - 1);
+            for i in 0..bits {
+                let bit = k * bits + i;
+                if let Some(byte) = out.get_mut(bit / 8) {
+                    *byte |= (((raw >> i) & 1) as u8) << (bit % 8);
+                }
+            }
+        }
+    }
+}
+
+/// [`dense_accumulate`] over [`Packed`] weights: `n_out` outputs of `input.len()` weights each.
+pub fn dense_accumulate_packed<A: Activation, Acc: Accumulator>(
+    input: &[A],
+    weights: Packed,
+    bias: &[Acc],
+    out: &mut [Acc],
+) {
+    let n = input.len();
+    for (o, (y, b)) in out.iter_mut().zip(bias).enumerate() {
+        *y = packed_dot(input, weights, o * n, *b);
+    }
+}
+
+/// [`dense_requantize`] over [`Packed`] weights.
+pub fn dense_requantize_packed<A: Activation, Acc: Accumulator, O: Activation>(
+    input: &[A],
+    weights: Packed,
+    bias: &[Acc],
+    requant: &[Requant],
+    range: ActRange,
+    out: &mut [O],
+) {
+    let n = input.len();
+    for (o, (y, b)) in out.iter_mut().zip(bias).enumerate() {
+        let step = requant
+            .get(o)
+            .or(requant.first())
+            .copied()
+            .unwrap_or(Requant::IDENTITY);
+        let acc = packed_dot(input, weights, o * n, *b);
+        *y = O::from_i32_saturating(range.clamp(acc.requantize(step)));
+    }
+}
+
+#[inline]
+fn packed_dot<A: Activation, Acc: Accumulator>(
+    input: &[A],
+    weights: Packed,
+    first: usize,
+    bias: Acc,
+) -> Acc {
+    input.iter().enumerate().fold(bias, |acc, (i, a)| {
+        acc.mul_add(weights.get(first + i), a.to_i32())
+    })
+}
+
 /// Index of the largest value; the lowest index wins ties. `0` for an empty slice.
 pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     best_index(values, |candidate, best| candidate > best)

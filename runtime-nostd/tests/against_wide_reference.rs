@@ -124,6 +124,41 @@ proptest! {
     }
 
     #[test]
+    fn packed_weights_round_trip(
+        (_input, weights, _bias, wb, _ab) in layer(40, 12),
+    ) {
+        let w16: Vec<i16> = weights.iter().map(|w| *w as i16).collect();
+        let mut bytes = vec![0u8; Packed::bytes_for(w16.len(), wb)];
+        Packed::pack_into(&w16, wb, &mut bytes);
+        let packed = Packed::new(&bytes, wb);
+        for (k, w) in weights.iter().enumerate() {
+            prop_assert_eq!(packed.get(k), *w);
+        }
+    }
+
+    #[test]
+    fn packed_kernels_equal_the_unpacked_ones(
+        (input, weights, bias, wb, ab) in layer(40, 12),
+        steps in prop::collection::vec(requant_step(), 1..=12),
+        relu in any::<bool>(),
+    ) {
+        let w16: Vec<i16> = weights.iter().map(|w| *w as i16).collect();
+        let mut bytes = vec![0u8; Packed::bytes_for(w16.len(), wb)];
+        Packed::pack_into(&w16, wb, &mut bytes);
+        let packed = Packed::new(&bytes, wb);
+        let range = if relu { ActRange::relu(ab) } else { ActRange::signed(ab) };
+        let steps = if steps.len() >= bias.len() { steps[..bias.len()].to_vec() } else { steps[..1].to_vec() };
+        let (mut plain, mut from_packed) = (vec![0i32; bias.len()], vec![0i32; bias.len()]);
+        dense_requantize(&input, &w16, &bias, &steps, range, &mut plain);
+        dense_requantize_packed(&input, packed, &bias, &steps, range, &mut from_packed);
+        prop_assert_eq!(&plain, &from_packed);
+        let (mut plain, mut from_packed) = (vec![0i64; bias.len()], vec![0i64; bias.len()]);
+        dense_accumulate(&input, &w16, &bias, &mut plain);
+        dense_accumulate_packed(&input, packed, &bias, &mut from_packed);
+        prop_assert_eq!(plain, from_packed);
+    }
+
+    #[test]
     fn argmax_takes_the_lowest_index_of_the_maximum(values in prop::collection::vec(-5i32..5, 1..20)) {
         let max = *values.iter().max().unwrap();
         let first = values.iter().position(|v| *v == max).unwrap();
