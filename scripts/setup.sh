@@ -18,3 +18,12 @@ fi
 rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null 2>&1 \
   || rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf
 scripts/provision-z3.sh
+# QEMU runs the generated firmware in the hardware-in-the-loop tests and `ceg4n hil`.
+if ! command -v qemu-system-arm >/dev/null; then
+  if command -v apt-get >/dev/null && [ "$(id -u)" = 0 ]; then
+    (apt-get install -y -qq qemu-system-arm >/dev/null 2>&1 \
+      || { apt-get update -qq && apt-get install -y -qq qemu-system-arm >/dev/null; })
+  else
+    echo "setup: qemu-system-arm is missing (sudo apt-get install -y qemu-system-arm); QEMU tests will be skipped" >&2
+  fi
+fi

@@ -6,6 +6,7 @@ pub mod board;
 pub mod codegen;
 pub mod data;
 pub mod float_model;
+pub mod hil;
 pub mod int_model;
 pub mod ir;
 pub mod onnx_import;

@@ -116,6 +116,38 @@ enum Command {
         #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
         boards: PathBuf,
     },
+    /// Run a model on an emulated board: generate its crate and firmware, build, run under
+    /// QEMU, and compare every device output with the host model, bit for bit.
+    #[command(
+        after_help = "Exit status: 0 every vector bit-exact, 1 a mismatch, 2 bad input.\n\nExample:\n  ceg4n hil --board mps2-an386 --report ceg4n-out/iris/report.json --out ceg4n-out/iris/hil"
+    )]
+    Hil {
+        /// A refine report (its reported bits).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        report: Option<PathBuf>,
+        /// Or: an ONNX model with explicit --bits.
+        model: Option<PathBuf>,
+        /// The boxes that calibrate activation ranges (with MODEL).
+        #[arg(long, requires = "model")]
+        props: Option<PathBuf>,
+        #[command(flatten)]
+        quant: BitsArgs,
+        /// Board name (see `ceg4n boards`).
+        #[arg(long)]
+        board: String,
+        /// Working directory (crate/, firmware/, target/).
+        #[arg(long, default_value = "ceg4n-out/hil")]
+        out: PathBuf,
+        /// Seconds before the emulated board is killed.
+        #[arg(long, default_value_t = 120.0)]
+        timeout: f64,
+        /// Test-only: flip one first-layer weight in the firmware; the run must then fail.
+        #[arg(long)]
+        corrupt_weight: bool,
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        boards: PathBuf,
+    },
     /// List the boards (one data file per board in boards/).
     #[command(after_help = "Example:\n  ceg4n boards")]
     Boards {
@@ -407,6 +439,26 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             bench_verify(&suite, &only, &settings, json)
         }
+        Command::Hil {
+            report,
+            model,
+            props,
+            quant,
+            board,
+            out,
+            timeout,
+            corrupt_weight,
+            boards,
+        } => {
+            let board = ceg4n::board::Board::find(&boards, &board)?;
+            let source = CrateSource {
+                report: report.as_deref(),
+                model: model.as_deref(),
+                props: props.as_deref(),
+                quant: &quant,
+            };
+            return hil_command(&source, &board, &out, timeout, corrupt_weight);
+        }
         Command::Boards { boards } => {
             for b in ceg4n::board::Board::all(&boards)? {
                 let how = match (&b.qemu_machine, &b.probe_rs_chip) {
@@ -437,16 +489,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             boards,
         } => {
             let board = ceg4n::board::Board::find(&boards, &board)?;
-            generate_command(
-                report.as_deref(),
-                model.as_deref(),
-                props.as_deref(),
-                &quant,
-                &board,
-                &out,
-                name,
-                force,
-            )
+            let source = CrateSource {
+                report: report.as_deref(),
+                model: model.as_deref(),
+                props: props.as_deref(),
+                quant: &quant,
+            };
+            generate_command(&source, &board, &out, name, force)
         }
         Command::Refine {
             model,
@@ -1118,19 +1167,37 @@ fn print_refine_summary(r: &ceg4n::report::RefineReport) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-fn generate_command(
-    report_path: Option<&std::path::Path>,
-    model: Option<&std::path::Path>,
-    props: Option<&std::path::Path>,
-    quant: &BitsArgs,
-    board: &ceg4n::board::Board,
-    out: &std::path::Path,
-    name: Option<String>,
-    force: bool,
-) -> Result<()> {
-    use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec};
-    let (task, config, certificate, extra) = match (report_path, model) {
+/// Where a crate's network and certificate come from: a refine report, or a model with bits.
+struct CrateSource<'a> {
+    report: Option<&'a std::path::Path>,
+    model: Option<&'a std::path::Path>,
+    props: Option<&'a std::path::Path>,
+    quant: &'a BitsArgs,
+}
+
+/// Everything a crate is generated from.
+struct Prepared {
+    int_net: ceg4n::int_model::IntNetwork,
+    name: String,
+    certificate: ceg4n::codegen::Certificate,
+    vectors: Vec<ceg4n::codegen::Vector>,
+}
+
+impl Prepared {
+    fn spec<'a>(&'a self, board: &'a ceg4n::board::Board) -> ceg4n::codegen::CrateSpec<'a> {
+        ceg4n::codegen::CrateSpec {
+            name: self.name.clone(),
+            net: &self.int_net,
+            board,
+            certificate: self.certificate.clone(),
+            vectors: self.vectors.clone(),
+        }
+    }
+}
+
+fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared> {
+    use ceg4n::codegen::{vectors, Certificate, CertifiedBox};
+    let (task, config, certificate, extra) = match (source.report, source.model) {
         (Some(path), _) => {
             let report = ceg4n::report::RefineReport::load(path)?;
             let Some(config) = report.config() else {
@@ -1181,11 +1248,11 @@ fn generate_command(
             (task, config, certificate, extra)
         }
         (None, Some(model)) => {
-            let Some(props) = props else {
+            let Some(props) = source.props else {
                 bail!("--props is required with MODEL: the boxes calibrate the activation ranges");
             };
             let net = import_path(model)?;
-            let Some(config) = quant.config(&net)? else {
+            let Some(config) = source.quant.config(&net)? else {
                 bail!("--bits is required with MODEL (or pass --report from `ceg4n refine`)");
             };
             let props = ceg4n::data::load_properties(props, net.input_len())?;
@@ -1225,13 +1292,24 @@ fn generate_command(
     {
         bail!("--name {name}: a crate name is letters, digits, '-' and '_', not starting with a digit");
     }
-    let spec = CrateSpec {
+    let vectors = vectors(&int_net, &task.props, &extra, 0xC0DE);
+    Ok(Prepared {
+        int_net,
         name,
-        net: &int_net,
-        board,
         certificate,
-        vectors: vectors(&int_net, &task.props, &extra, 0xC0DE),
-    };
+        vectors,
+    })
+}
+
+fn generate_command(
+    source: &CrateSource,
+    board: &ceg4n::board::Board,
+    out: &std::path::Path,
+    name: Option<String>,
+    force: bool,
+) -> Result<()> {
+    let prepared = prepare_crate(source, name)?;
+    let spec = prepared.spec(board);
     let memory = spec.memory();
     spec.write(out, force)?;
     println!(
@@ -1245,6 +1323,60 @@ fn generate_command(
         memory.buffer_bytes
     );
     Ok(())
+}
+
+/// Generates the crate and its firmware under `out`, runs it under QEMU and compares every
+/// output with the host model.
+fn hil_command(
+    source: &CrateSource,
+    board: &ceg4n::board::Board,
+    out: &std::path::Path,
+    timeout: f64,
+    corrupt_weight: bool,
+) -> Result<ExitCode> {
+    use ceg4n::hil::{build_firmware, compare, run_qemu};
+    if board.qemu_machine.is_none() {
+        bail!(
+            "board {} is a real board ({}); running on real hardware needs a debug probe and `ceg4n flash`, which is not implemented yet; emulated boards: see `ceg4n boards`",
+            board.name,
+            board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
+        );
+    }
+    let prepared = prepare_crate(source, None)?;
+    let spec = prepared.spec(board);
+    spec.write(&out.join("crate"), false)?;
+    spec.write_firmware(&out.join("firmware"), false)?;
+    let features: &[&str] = if corrupt_weight {
+        &["corrupt-weight"]
+    } else {
+        &[]
+    };
+    let elf = build_firmware(&out.join("firmware"), &out.join("target"), features)?;
+    let run = run_qemu(board, &elf, std::time::Duration::from_secs_f64(timeout))?;
+    let comparison = compare(&spec.vectors, &run.stdout);
+    for m in comparison.mismatches.iter().take(10) {
+        println!("mismatch: {m}");
+    }
+    if comparison.mismatches.len() > 10 {
+        println!("... and {} more", comparison.mismatches.len() - 10);
+    }
+    if run.timed_out {
+        println!("the firmware did not finish within {timeout} s (killed)");
+    }
+    println!(
+        "{}/{} vectors bit-exact on {} ({}, QEMU {}), {:.1} s",
+        comparison.bit_exact,
+        comparison.total,
+        board.name,
+        board.core,
+        board.qemu_machine.as_deref().unwrap_or("-"),
+        run.seconds
+    );
+    Ok(if comparison.passed() && run.exit_code == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
 }
 
 fn file_name(path: &std::path::Path) -> String {

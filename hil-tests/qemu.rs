@@ -1,0 +1,207 @@
+//! Hardware in the loop under QEMU: for three bundled models and one board per core family
+//! (Cortex-M0, M3, M4F), generate the crate and its firmware, build it, run it in QEMU and
+//! compare every device output with the host model, bit for bit. A firmware with one corrupted
+//! weight must be caught. Skipped, saying why, when qemu-system-arm is not installed
+//! (scripts/setup.sh installs it).
+//!
+//! Built as a test of the `ceg4n` package (generator/Cargo.toml points here).
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use ceg4n::board::Board;
+use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, Vector};
+use ceg4n::data::{boxes_around, load_properties, Dataset, Property};
+use ceg4n::hil::{build_firmware, compare, run_qemu};
+use ceg4n::int_model::IntNetwork;
+use ceg4n::onnx_import::import_path;
+use ceg4n::quantize::QuantConfig;
+use ceg4n::refine::{refine, RefineOptions, Search, Silent};
+use ceg4n::task::Task;
+use ceg4n::verify::VerifyOptions;
+
+fn models_dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../models")
+}
+
+fn qemu_available() -> bool {
+    std::process::Command::new("qemu-system-arm")
+        .arg("--version")
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// A model at its bits with its test vectors (box points plus the test set).
+struct Case {
+    name: &'static str,
+    net: IntNetwork,
+    vectors: Vec<Vector>,
+}
+
+fn case(
+    name: &'static str,
+    model: &str,
+    props: Vec<Property>,
+    test: &str,
+    bits: Option<(&[u32], &[u32])>,
+) -> Case {
+    let path = models_dir().join(model);
+    let net = import_path(&path).unwrap();
+    let test = Dataset::load_csv(&models_dir().join(test), net.input_len()).unwrap();
+    let task = Task::new(&path, net, props);
+    let config = match bits {
+        Some((w, a)) => QuantConfig::for_network(&task.net, w, a, 16, false, false).unwrap(),
+        // Refined bits: the CEG4N loop on the bundled boxes.
+        None => {
+            let options = RefineOptions {
+                search: Search::Descent,
+                seed: 0,
+                time_limit: Duration::from_secs(120),
+                max_rounds: 20,
+                verify: VerifyOptions::default(),
+                jobs: 2,
+                per_channel: None,
+                uniform_input: false,
+            };
+            let r = refine(&task, &options, &Silent).unwrap();
+            assert!(r.verified, "{name}: {}", r.stop_reason);
+            r.config.unwrap()
+        }
+    };
+    let int_net = task.quantize(&config).unwrap();
+    let extra: Vec<(String, Vec<f64>)> = test
+        .features
+        .iter()
+        .enumerate()
+        .map(|(i, x)| (format!("test row {i}"), x.clone()))
+        .collect();
+    let vectors = vectors(&int_net, &task.props, &extra, 7);
+    assert!(
+        vectors.len() >= 200,
+        "{name}: only {} vectors",
+        vectors.len()
+    );
+    Case {
+        name,
+        net: int_net,
+        vectors,
+    }
+}
+
+fn cases() -> Vec<Case> {
+    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
+    let digits_props = load_properties(&models_dir().join("digits_props.json"), 64).unwrap();
+    let wine_test = Dataset::load_csv(&models_dir().join("wine_test.csv"), 13).unwrap();
+    let wine_rows = Dataset {
+        features: wine_test.features[..9].to_vec(),
+        labels: wine_test.labels[..9].to_vec(),
+    };
+    let wine_props = boxes_around(&wine_rows, 0.05, None).unwrap();
+    vec![
+        case("iris", "iris_mlp.onnx", iris_props, "iris_test.csv", None),
+        case(
+            "digits",
+            "digits_mlp.onnx",
+            digits_props,
+            "digits_test.csv",
+            Some((&[6], &[8])),
+        ),
+        case(
+            "wine",
+            "wine_mlp.onnx",
+            wine_props,
+            "wine_test.csv",
+            Some((&[8, 5], &[6])),
+        ),
+    ]
+}
+
+fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
+    CrateSpec {
+        name: format!("{}-model", case.name),
+        net: &case.net,
+        board,
+        certificate: Certificate {
+            model: case.name.into(),
+            model_sha256: "-".into(),
+            verified: false,
+            boxes: vec![CertifiedBox {
+                id: "-".into(),
+                status: "hil test".into(),
+            }],
+            tool_version: env!("CARGO_PKG_VERSION").into(),
+        },
+        vectors: case.vectors.clone(),
+    }
+}
+
+/// Generates, builds and runs one case on one board; returns (bit-exact, total, exit code).
+fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize, Option<i32>) {
+    let spec = spec(case, board);
+    let dir = work.join(format!("{}-{}", case.name, board.name));
+    spec.write(&dir.join("crate"), true).unwrap();
+    spec.write_firmware(&dir.join("firmware"), true).unwrap();
+    let features: &[&str] = if corrupt { &["corrupt-weight"] } else { &[] };
+    // One target directory per test run: the boards of one core share compiled dependencies.
+    let elf = build_firmware(&dir.join("firmware"), &work.join("target"), features).unwrap();
+    let qemu = run_qemu(board, &elf, Duration::from_secs(120)).unwrap();
+    assert!(
+        !qemu.timed_out,
+        "{} on {}: QEMU timed out",
+        case.name, board.name
+    );
+    let c = compare(&spec.vectors, &qemu.stdout);
+    if !corrupt {
+        for m in c.mismatches.iter().take(5) {
+            eprintln!("{} on {}: {m}", case.name, board.name);
+        }
+    }
+    (c.bit_exact, c.total, qemu.exit_code)
+}
+
+#[test]
+fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let boards_dir = ceg4n::board::default_dir();
+    let cases = cases();
+    for board in ["microbit", "lm3s6965evb", "mps2-an386"] {
+        let board = Board::find(&boards_dir, board).unwrap();
+        for case in &cases {
+            let (exact, total, code) = run(case, &board, work.path(), false);
+            eprintln!(
+                "{}/{} vectors bit-exact: {} on {}",
+                exact, total, case.name, board.name
+            );
+            assert_eq!(exact, total, "{} on {}", case.name, board.name);
+            assert_eq!(
+                code,
+                Some(0),
+                "{} on {}: the device saw a mismatch",
+                case.name,
+                board.name
+            );
+        }
+    }
+}
+
+#[test]
+fn a_corrupted_weight_is_caught_on_the_device() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let iris = &cases()[0];
+    let (exact, total, code) = run(iris, &board, work.path(), true);
+    assert!(exact < total, "a corrupted weight went unnoticed");
+    assert_eq!(code, Some(1), "the device's own check must fail too");
+}
