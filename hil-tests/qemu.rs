@@ -205,3 +205,30 @@ fn a_corrupted_weight_is_caught_on_the_device() {
     assert!(exact < total, "a corrupted weight went unnoticed");
     assert_eq!(code, Some(1), "the device's own check must fail too");
 }
+
+#[test]
+fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let Ok(plugin) = ceg4n::hil::build_plugin(&work.path().join("plugin")) else {
+        eprintln!("SKIPPED: no C compiler (cc) to build the QEMU instruction-counting plugin");
+        return;
+    };
+    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let digits = &cases()[1];
+    let spec = spec(digits, &board);
+    let row = ceg4n::hil::bench_device(&spec, &work.path().join("bench"), &plugin).unwrap();
+    eprintln!("{row:?}");
+    // Every MAC needs at least one multiply instruction, and inference is not free of overhead.
+    assert!(row.instructions_per_inference >= row.macs as f64, "{row:?}");
+    assert!(row.instructions_per_mac < 50.0, "{row:?}");
+    assert!(
+        row.flash_bytes > row.weight_bytes_generated as u64,
+        "{row:?}"
+    );
+}

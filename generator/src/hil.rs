@@ -65,6 +65,16 @@ pub struct QemuRun {
 
 /// Runs `elf` on the board's QEMU machine with semihosting; kills it after `timeout`.
 pub fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<QemuRun> {
+    run_qemu_with(board, elf, timeout, &[])
+}
+
+/// [`run_qemu`] with extra QEMU arguments.
+fn run_qemu_with(
+    board: &Board,
+    elf: &Path,
+    timeout: Duration,
+    extra: &[std::ffi::OsString],
+) -> Result<QemuRun> {
     let Some(machine) = &board.qemu_machine else {
         bail!(
             "board {} is not emulated (no qemu_machine in its board file); real boards run through a debug probe",
@@ -87,6 +97,7 @@ pub fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<QemuRun>
         "-kernel",
     ])
     .arg(elf)
+    .args(extra)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
     .stderr(Stdio::null());
@@ -193,4 +204,177 @@ pub fn compare(vectors: &[Vector], stdout: &str) -> Comparison {
         mismatches,
         completed,
     }
+}
+
+/// The instruction-counting TCG plugin's source (see hil-tests/plugin/insn_count.c).
+pub const PLUGIN_SOURCE: &str = include_str!("../../hil-tests/plugin/insn_count.c");
+
+/// Builds the instruction-counting plugin into `dir` with the system C compiler.
+pub fn build_plugin(dir: &Path) -> Result<PathBuf> {
+    std::fs::create_dir_all(dir)?;
+    let source = dir.join("insn_count.c");
+    let library = dir.join("libinsn_count.so");
+    std::fs::write(&source, PLUGIN_SOURCE)?;
+    let status = Command::new("cc")
+        .args(["-shared", "-fPIC", "-O2", "-o"])
+        .arg(&library)
+        .arg(&source)
+        .status()
+        .map_err(|e| {
+            anyhow::anyhow!("cannot run cc to build the QEMU plugin ({e}); install gcc")
+        })?;
+    if !status.success() {
+        bail!("{}: the QEMU plugin did not compile", source.display());
+    }
+    Ok(library)
+}
+
+/// Guest instructions one run of `elf` executes, counted by the plugin.
+pub fn count_instructions(
+    board: &Board,
+    elf: &Path,
+    plugin: &Path,
+    timeout: Duration,
+) -> Result<u64> {
+    let log = elf.with_extension("insns.log");
+    let _ = std::fs::remove_file(&log);
+    let mut extra: Vec<std::ffi::OsString> = vec![
+        "-plugin".into(),
+        plugin.into(),
+        "-d".into(),
+        "plugin".into(),
+        "-D".into(),
+    ];
+    extra.push(log.clone().into());
+    let run = run_qemu_with(board, elf, timeout, &extra)?;
+    if run.timed_out || run.exit_code != Some(0) {
+        bail!(
+            "{}: the benchmark firmware did not finish cleanly on {}",
+            elf.display(),
+            board.name
+        );
+    }
+    let text = std::fs::read_to_string(&log)
+        .with_context(|| format!("{}: no plugin output", log.display()))?;
+    text.lines()
+        .find_map(|l| l.strip_prefix("ceg4n-insns ")?.trim().parse().ok())
+        .with_context(|| format!("{}: no instruction count", log.display()))
+}
+
+/// Flash and RAM of a firmware ELF, from its allocated sections, and the bytes of the model's
+/// weight arrays (`W0`, `W1`, ... symbols).
+#[derive(Clone, Copy, Debug, Serialize)]
+pub struct ElfMemory {
+    /// Code, read-only data, vector table and initialised data's load image.
+    pub flash_bytes: u64,
+    /// Initialised and zeroed data (the stack is not counted).
+    pub ram_bytes: u64,
+    /// The weight arrays.
+    pub weight_bytes: u64,
+}
+
+/// Reads the section and symbol tables of `elf`.
+pub fn elf_memory(elf: &Path) -> Result<ElfMemory> {
+    use object::{Object, ObjectSection, ObjectSymbol, SectionFlags, SectionKind};
+    let data = std::fs::read(elf).with_context(|| format!("{}: cannot read", elf.display()))?;
+    let file = object::File::parse(&*data)
+        .with_context(|| format!("{}: not an ELF file", elf.display()))?;
+    let (mut flash, mut ram) = (0, 0);
+    for section in file.sections() {
+        let SectionFlags::Elf { sh_flags } = section.flags() else {
+            continue;
+        };
+        const ALLOC: u64 = 0x2;
+        const WRITE: u64 = 0x1;
+        if sh_flags & ALLOC == 0 {
+            continue;
+        }
+        let size = section.size();
+        match (sh_flags & WRITE != 0, section.kind()) {
+            (false, _) => flash += size,
+            (true, SectionKind::UninitializedData) => ram += size,
+            (true, _) => {
+                // .data: stored in flash, copied to RAM at start-up.
+                flash += size;
+                ram += size;
+            }
+        }
+    }
+    // Rust-mangled `<crate>::W<k>` statics: the path component is `<len>W<k>`, then the hash.
+    let is_weight_array = |name: &str| {
+        (0..64).any(|k: usize| {
+            let component = format!("W{k}");
+            name.contains(&format!("{}{component}17h", component.len()))
+        })
+    };
+    let weight_bytes = file
+        .symbols()
+        .filter(|s| s.name().is_ok_and(is_weight_array))
+        .map(|s| s.size())
+        .sum();
+    Ok(ElfMemory {
+        flash_bytes: flash,
+        ram_bytes: ram,
+        weight_bytes,
+    })
+}
+
+/// One model on one emulated board.
+#[derive(Clone, Debug, Serialize)]
+pub struct DeviceBench {
+    /// Board.
+    pub board: String,
+    /// Core.
+    pub core: String,
+    /// Multiply-accumulates per inference.
+    pub macs: usize,
+    /// Guest instructions per inference (QEMU TCG count; QEMU does not model cycles).
+    pub instructions_per_inference: f64,
+    /// `instructions_per_inference / macs`.
+    pub instructions_per_mac: f64,
+    /// Flash of the test firmware (code, constants, test vectors, initialised data).
+    pub flash_bytes: u64,
+    /// Static RAM of the test firmware (stack not included).
+    pub ram_bytes: u64,
+    /// Weight arrays left as arrays in the ELF (the compiler folds small ones into code, so
+    /// this can be below the generated figure).
+    pub weight_bytes_elf: u64,
+    /// Weight arrays as the generator computed them.
+    pub weight_bytes_generated: usize,
+}
+
+/// Writes `spec`'s crate and firmware under `work`, counts instructions per inference (a
+/// 10-pass run minus an inference-free baseline) and reads the test firmware's memory.
+pub fn bench_device(
+    spec: &crate::codegen::CrateSpec,
+    work: &Path,
+    plugin: &Path,
+) -> Result<DeviceBench> {
+    let board = spec.board;
+    spec.write(&work.join("crate"), true)?;
+    spec.write_firmware(&work.join("firmware"), true)?;
+    let firmware = work.join("firmware");
+    let target = work.join("target");
+    let timeout = Duration::from_secs(300);
+    let mut counts = Vec::new();
+    for feature in ["bench", "bench-baseline"] {
+        let elf = build_firmware(&firmware, &target, &[feature])?;
+        counts.push(count_instructions(board, &elf, plugin, timeout)?);
+    }
+    let elf = build_firmware(&firmware, &target, &[])?;
+    let memory = elf_memory(&elf)?;
+    let inferences = 10 * spec.vectors.len();
+    let per_inference = counts[0].saturating_sub(counts[1]) as f64 / inferences.max(1) as f64;
+    let macs: usize = spec.net.layers.iter().map(|l| l.inputs * l.outputs).sum();
+    Ok(DeviceBench {
+        board: board.name.clone(),
+        core: board.core.clone(),
+        macs,
+        instructions_per_inference: per_inference,
+        instructions_per_mac: per_inference / macs.max(1) as f64,
+        flash_bytes: memory.flash_bytes,
+        ram_bytes: memory.ram_bytes,
+        weight_bytes_elf: memory.weight_bytes,
+        weight_bytes_generated: spec.memory().weight_bytes,
+    })
 }

@@ -223,6 +223,39 @@ struct RefineArgs {
 
 #[derive(Subcommand)]
 enum BenchCommand {
+    /// Run a model on emulated boards and count instructions per inference (QEMU TCG plugin),
+    /// with flash, RAM and weight bytes read from the firmware ELF.
+    #[command(
+        after_help = "Example:\n  ceg4n bench hil --report ceg4n-out/iris/report.json --boards microbit,lm3s6965evb,mps2-an386"
+    )]
+    Hil {
+        /// A refine report (its reported bits).
+        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+        report: Option<PathBuf>,
+        /// Or: an ONNX model with explicit --bits.
+        model: Option<PathBuf>,
+        /// The boxes that calibrate activation ranges (with MODEL).
+        #[arg(long, requires = "model")]
+        props: Option<PathBuf>,
+        #[command(flatten)]
+        quant: BitsArgs,
+        /// Emulated boards (comma-separated).
+        #[arg(
+            long,
+            value_delimiter = ',',
+            default_value = "microbit,lm3s6965evb,mps2-an386,mps2-an500"
+        )]
+        boards: Vec<String>,
+        /// Working directory.
+        #[arg(long, default_value = "ceg4n-out/bench-hil")]
+        out: PathBuf,
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        board_dir: PathBuf,
+        /// Print JSON (a list of per-board rows).
+        #[arg(long)]
+        json: bool,
+    },
     /// Refine every network of a suite with each strategy; per network: bits found, weight
     /// storage vs the artifact's bits, boxes proved, rounds, verifier calls, seconds, accuracy.
     #[command(
@@ -412,6 +445,24 @@ fn run(cli: Cli) -> Result<ExitCode> {
             let net = import_path(&model)?;
             let config = quant.config(&net)?;
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
+        }
+        Command::Bench(BenchCommand::Hil {
+            report,
+            model,
+            props,
+            quant,
+            boards,
+            out,
+            board_dir,
+            json,
+        }) => {
+            let source = CrateSource {
+                report: report.as_deref(),
+                model: model.as_deref(),
+                props: props.as_deref(),
+                quant: &quant,
+            };
+            bench_hil(&source, &boards, &board_dir, &out, json)
         }
         Command::Bench(BenchCommand::Refine {
             suite,
@@ -1377,6 +1428,57 @@ fn hil_command(
     } else {
         ExitCode::from(1)
     })
+}
+
+fn bench_hil(
+    source: &CrateSource,
+    boards: &[String],
+    board_dir: &std::path::Path,
+    out: &std::path::Path,
+    as_json: bool,
+) -> Result<()> {
+    let prepared = prepare_crate(source, None)?;
+    let plugin = ceg4n::hil::build_plugin(&out.join("plugin"))?;
+    if !as_json {
+        println!(
+            "{:<12} {:<13} {:>6} {:>12} {:>9} {:>9} {:>8} {:>17}",
+            "board",
+            "core",
+            "MACs",
+            "instr/infer",
+            "instr/MAC",
+            "flash B",
+            "RAM B",
+            "weights ELF/gen B"
+        );
+    }
+    let mut rows = Vec::new();
+    for name in boards {
+        let board = ceg4n::board::Board::find(board_dir, name)?;
+        if board.qemu_machine.is_none() {
+            bail!("board {name} is not emulated; bench hil runs on QEMU boards only");
+        }
+        let spec = prepared.spec(&board);
+        let row = ceg4n::hil::bench_device(&spec, &out.join(&board.name), &plugin)?;
+        if !as_json {
+            println!(
+                "{:<12} {:<13} {:>6} {:>12.1} {:>9.2} {:>9} {:>8} {:>17}",
+                row.board,
+                row.core,
+                row.macs,
+                row.instructions_per_inference,
+                row.instructions_per_mac,
+                row.flash_bytes,
+                row.ram_bytes,
+                format!("{}/{}", row.weight_bytes_elf, row.weight_bytes_generated)
+            );
+        }
+        rows.push(row);
+    }
+    if as_json {
+        println!("{}", serde_json::to_string_pretty(&rows)?);
+    }
+    Ok(())
 }
 
 fn file_name(path: &std::path::Path) -> String {
