@@ -232,3 +232,43 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
         "{row:?}"
     );
 }
+
+/// Real boards: runs only when `CEG4N_PROBE` names a board with a debug probe attached.
+#[test]
+fn real_board_flashing_when_a_probe_is_named() {
+    let Ok(board_name) = std::env::var("CEG4N_PROBE") else {
+        eprintln!("SKIPPED: set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached to flash a real board");
+        return;
+    };
+    let board = Board::find(&ceg4n::board::default_dir(), &board_name).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let iris = &cases()[0];
+    let spec = spec(iris, &board);
+    spec.write(&work.path().join("crate"), true).unwrap();
+    spec.write_firmware(&work.path().join("firmware"), true)
+        .unwrap();
+    let elf = build_firmware(
+        &work.path().join("firmware"),
+        &work.path().join("target"),
+        &[],
+    )
+    .unwrap();
+    let probe = ceg4n::flash::flash(&board, &elf).unwrap();
+    eprintln!("flashed {} through {probe}", board.name);
+}
+
+#[test]
+fn flashing_without_a_probe_fails_with_one_clear_line() {
+    if !ceg4n::flash::probes().is_empty() {
+        eprintln!("SKIPPED: a debug probe is attached");
+        return;
+    }
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(["flash", "--board", "nrf52840-dk", "--crate", "."])
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no debug probe found"), "{stderr}");
+}

@@ -5,6 +5,7 @@ pub mod bench;
 pub mod board;
 pub mod codegen;
 pub mod data;
+pub mod flash;
 pub mod float_model;
 pub mod hil;
 pub mod int_model;

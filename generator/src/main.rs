@@ -148,6 +148,22 @@ enum Command {
         #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
         boards: PathBuf,
     },
+    /// Build a firmware crate (from `ceg4n hil` or your own) and flash it onto a real board
+    /// through a debug probe (probe-rs), then reset the board.
+    #[command(
+        after_help = "Example:\n  ceg4n flash --board nrf52840-dk --crate ceg4n-out/hil/firmware"
+    )]
+    Flash {
+        /// Board name (see `ceg4n boards`; needs a probe_rs_chip).
+        #[arg(long)]
+        board: String,
+        /// The firmware crate directory.
+        #[arg(long = "crate")]
+        crate_dir: PathBuf,
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        boards: PathBuf,
+    },
     /// List the boards (one data file per board in boards/).
     #[command(after_help = "Example:\n  ceg4n boards")]
     Boards {
@@ -509,6 +525,27 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 quant: &quant,
             };
             return hil_command(&source, &board, &out, timeout, corrupt_weight);
+        }
+        Command::Flash {
+            board,
+            crate_dir,
+            boards,
+        } => {
+            let board = ceg4n::board::Board::find(&boards, &board)?;
+            if board.probe_rs_chip.is_none() {
+                bail!(
+                    "board {} has no probe_rs_chip in its board file; emulated boards run with `ceg4n hil`",
+                    board.name
+                );
+            }
+            // Fail fast, before a build, when no probe is attached.
+            if ceg4n::flash::probes().is_empty() {
+                bail!("no debug probe found (connect one, e.g. an ST-Link, J-Link or CMSIS-DAP probe, and check its USB permissions)");
+            }
+            let elf = ceg4n::hil::build_firmware(&crate_dir, &crate_dir.join("target"), &[])?;
+            let probe = ceg4n::flash::flash(&board, &elf)?;
+            println!("flashed {} onto {} through {probe}", elf.display(), board.name);
+            Ok(())
         }
         Command::Boards { boards } => {
             for b in ceg4n::board::Board::all(&boards)? {

@@ -1,0 +1,50 @@
+//! Real boards over a debug probe (probe-rs): find the probe, flash the firmware ELF, reset.
+
+use std::path::Path;
+
+use anyhow::{bail, Context, Result};
+
+use crate::board::Board;
+
+/// The debug probes attached to this machine, as one line each.
+pub fn probes() -> Vec<String> {
+    probe_rs::probe::list::Lister::new()
+        .list_all()
+        .iter()
+        .map(|p| p.to_string())
+        .collect()
+}
+
+/// Flashes `elf` onto `board` through the first debug probe and resets the core.
+pub fn flash(board: &Board, elf: &Path) -> Result<String> {
+    let Some(chip) = &board.probe_rs_chip else {
+        bail!(
+            "board {} has no probe_rs_chip in its board file; it cannot be flashed with probe-rs",
+            board.name
+        );
+    };
+    let probes = probe_rs::probe::list::Lister::new().list_all();
+    let Some(info) = probes.first() else {
+        bail!(
+            "no debug probe found (connect one, e.g. an ST-Link, J-Link or CMSIS-DAP probe, and check its USB permissions)"
+        );
+    };
+    let probe = info
+        .open()
+        .with_context(|| format!("cannot open the debug probe {info}"))?;
+    let mut session = probe
+        .attach(chip.as_str(), probe_rs::Permissions::default())
+        .with_context(|| format!("cannot attach to {chip} through {info}"))?;
+    probe_rs::flashing::download_file(
+        &mut session,
+        elf,
+        probe_rs::flashing::ElfLoader(probe_rs::flashing::ElfOptions::default()),
+    )
+    .with_context(|| format!("{}: flashing {chip} failed", elf.display()))?;
+    session
+        .core(0)
+        .context("no core 0")?
+        .reset()
+        .context("reset after flashing failed")?;
+    Ok(info.to_string())
+}
