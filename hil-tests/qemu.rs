@@ -272,3 +272,30 @@ fn flashing_without_a_probe_fails_with_one_clear_line() {
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no debug probe found"), "{stderr}");
 }
+
+/// The firmware built with `prove-no-panic` links only if the optimiser removed every path to
+/// the panic handler (which calls an undefined symbol): inference provably cannot panic.
+#[test]
+fn inference_has_no_panicking_path() {
+    let work = tempfile::tempdir().unwrap();
+    let boards_dir = ceg4n::board::default_dir();
+    for case in &cases() {
+        for board in ["microbit", "mps2-an386"] {
+            let board = Board::find(&boards_dir, board).unwrap();
+            let spec = spec(case, &board);
+            let dir = work.path().join(format!("{}-{}", case.name, board.name));
+            spec.write(&dir.join("crate"), true).unwrap();
+            spec.write_firmware(&dir.join("firmware"), true).unwrap();
+            if let Err(e) = build_firmware(
+                &dir.join("firmware"),
+                &work.path().join("target"),
+                &["prove-no-panic"],
+            ) {
+                panic!(
+                    "{} on {}: inference may panic: {e:#}",
+                    case.name, board.name
+                );
+            }
+        }
+    }
+}
