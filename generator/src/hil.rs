@@ -15,6 +15,10 @@ use crate::codegen::Vector;
 /// Builds the firmware crate in `dir` for its board (release), with `features`; returns the ELF.
 /// `target_dir` lets several firmware builds share compiled dependencies.
 pub fn build_firmware(dir: &Path, target_dir: &Path, features: &[&str]) -> Result<PathBuf> {
+    // Absolute: cargo resolves a relative CARGO_TARGET_DIR against the firmware directory.
+    std::fs::create_dir_all(target_dir)
+        .with_context(|| format!("{}: cannot create", target_dir.display()))?;
+    let target_dir = &target_dir.canonicalize()?;
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.args(["build", "--release", "--quiet"])
@@ -100,7 +104,7 @@ fn run_qemu_with(
     .args(extra)
     .stdin(Stdio::null())
     .stdout(Stdio::piped())
-    .stderr(Stdio::null());
+    .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
         anyhow::anyhow!(
@@ -108,9 +112,15 @@ fn run_qemu_with(
         )
     })?;
     let mut stdout = child.stdout.take().context("qemu stdout")?;
+    let mut stderr = child.stderr.take().context("qemu stderr")?;
     let reader = std::thread::spawn(move || {
         let mut text = String::new();
         let _ = stdout.read_to_string(&mut text);
+        text
+    });
+    let error_reader = std::thread::spawn(move || {
+        let mut text = String::new();
+        let _ = stderr.read_to_string(&mut text);
         text
     });
     let mut timed_out = false;
@@ -127,6 +137,14 @@ fn run_qemu_with(
         std::thread::sleep(Duration::from_millis(20));
     };
     let stdout = reader.join().unwrap_or_default();
+    let errors = error_reader.join().unwrap_or_default();
+    if stdout.is_empty() && !timed_out && status.is_some_and(|s| !s.success()) {
+        bail!(
+            "qemu-system-arm failed on {}: {}",
+            elf.display(),
+            errors.lines().next().unwrap_or("no message")
+        );
+    }
     Ok(QemuRun {
         stdout,
         exit_code: status.and_then(|s| s.code()),
