@@ -12,7 +12,7 @@ use std::time::Duration;
 use ceg4n::board::Board;
 use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, Vector};
 use ceg4n::data::{boxes_around, load_properties, Dataset, Property};
-use ceg4n::hil::{build_firmware, compare, run_qemu};
+use ceg4n::hil::{build_firmware, run_model};
 use ceg4n::int_model::IntNetwork;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::QuantConfig;
@@ -139,18 +139,23 @@ fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
 fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize, Option<i32>) {
     let spec = spec(case, board);
     let dir = work.join(format!("{}-{}", case.name, board.name));
-    spec.write(&dir.join("crate"), true).unwrap();
-    spec.write_firmware(&dir.join("firmware"), true).unwrap();
     let features: &[&str] = if corrupt { &["corrupt-weight"] } else { &[] };
-    // One target directory per test run: the boards of one core share compiled dependencies.
-    let elf = build_firmware(&dir.join("firmware"), &work.join("target"), features).unwrap();
-    let qemu = run_qemu(board, &elf, Duration::from_secs(120)).unwrap();
+    // One target directory per test: the boards of one core share compiled dependencies.
+    let target = work.join("target");
+    let (c, qemu) = run_model(
+        &spec,
+        &dir,
+        &target,
+        features,
+        Duration::from_secs(120),
+        true,
+    )
+    .unwrap();
     assert!(
         !qemu.timed_out,
         "{} on {}: QEMU timed out",
         case.name, board.name
     );
-    let c = compare(&spec.vectors, &qemu.stdout);
     if !corrupt {
         for m in c.mismatches.iter().take(5) {
             eprintln!("{} on {}: {m}", case.name, board.name);
@@ -298,4 +303,71 @@ fn inference_has_no_panicking_path() {
             }
         }
     }
+}
+
+/// The README's main job: `ceg4n run` on the bundled model ends with the device verdict, and
+/// its report.html holds the three plots (and, when Chromium is installed, renders headless).
+#[test]
+fn the_main_job_runs_end_to_end_and_writes_a_readable_report() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("run");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(["run", "--quiet", "--out"])
+        .arg(&out)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout);
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    let last = stdout.trim_end().lines().last().unwrap();
+    assert!(last.contains("bit-exact on mps2-an386"), "{stdout}");
+    assert!(stdout.contains("verified: weights"), "{stdout}");
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap()).unwrap();
+    assert_eq!(report["verified"], true);
+    assert_eq!(report["device"]["bit_exact"], report["device"]["vectors"]);
+    let html = std::fs::read_to_string(out.join("report.html")).unwrap();
+    assert_eq!(
+        html.matches("<svg").count(),
+        3,
+        "bits, accuracy and proof-time plots"
+    );
+    let Some(browser) = ["chromium", "chromium-browser", "google-chrome"]
+        .into_iter()
+        .find(|b| {
+            std::process::Command::new(b)
+                .arg("--version")
+                .output()
+                .is_ok_and(|o| o.status.success())
+        })
+    else {
+        eprintln!("SKIPPED (headless rendering only): no Chromium installed");
+        return;
+    };
+    let shot = work.path().join("report.png");
+    let status = std::process::Command::new(browser)
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--window-size=1000,2200",
+        ])
+        .arg(format!("--screenshot={}", shot.display()))
+        .arg(format!("file://{}", out.join("report.html").display()))
+        .output()
+        .unwrap();
+    assert!(status.status.success());
+    let png = std::fs::read(&shot).unwrap();
+    assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
+    assert!(png.len() > 20_000, "a rendered page with plots is not tiny");
 }

@@ -396,3 +396,21 @@ pub fn bench_device(
         weight_bytes_generated: spec.memory().weight_bytes,
     })
 }
+
+/// Writes `spec`'s crate and firmware under `work` (`crate/`, `firmware/`; `force` as in
+/// [`crate::codegen::CrateSpec::write`]), builds the firmware with `features` in `target_dir`
+/// (shareable between runs), runs it under QEMU and compares every output with the host model.
+pub fn run_model(
+    spec: &crate::codegen::CrateSpec,
+    work: &Path,
+    target_dir: &Path,
+    features: &[&str],
+    timeout: Duration,
+    force: bool,
+) -> Result<(Comparison, QemuRun)> {
+    spec.write(&work.join("crate"), force)?;
+    spec.write_firmware(&work.join("firmware"), force)?;
+    let elf = build_firmware(&work.join("firmware"), target_dir, features)?;
+    let run = run_qemu(spec.board, &elf, timeout)?;
+    Ok((compare(&spec.vectors, &run.stdout), run))
+}

@@ -8,6 +8,7 @@ pub mod data;
 pub mod flash;
 pub mod float_model;
 pub mod hil;
+pub mod html_report;
 pub mod int_model;
 pub mod ir;
 pub mod onnx_import;

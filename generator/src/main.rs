@@ -30,6 +30,33 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
+    /// The whole pipeline in one command: refine, generate, run on an emulated board, compare
+    /// with the host model, count instructions, and write report.json + report.html. Without
+    /// MODEL it uses the bundled iris model, its boxes and test set.
+    #[command(
+        after_help = "Examples:\n  ceg4n run\n  ceg4n run my_model.onnx --props boxes.json --data test.csv --board microbit --out out/my"
+    )]
+    Run {
+        /// The ONNX model (default: the bundled models/iris_mlp.onnx).
+        model: Option<PathBuf>,
+        /// The boxes (default with the bundled model: models/iris_props.json).
+        #[arg(long)]
+        props: Option<PathBuf>,
+        /// An emulated board (see `ceg4n boards`).
+        #[arg(long, default_value = "mps2-an386")]
+        board: String,
+        /// The output folder (report.json, report.html, crate/, firmware/).
+        #[arg(long, default_value = "ceg4n-out/run")]
+        out: PathBuf,
+        /// No progress bars.
+        #[arg(long)]
+        quiet: bool,
+        #[command(flatten)]
+        refine: RefineArgs,
+        /// The board directory.
+        #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
+        boards: PathBuf,
+    },
     /// Show a model's inputs, outputs and layers.
     #[command(after_help = "Example:\n  ceg4n inspect models/iris_mlp.onnx --json")]
     Inspect {
@@ -585,6 +612,33 @@ fn run(cli: Cli) -> Result<ExitCode> {
             };
             generate_command(&source, &board, &out, name, force)
         }
+        Command::Run {
+            model,
+            props,
+            board,
+            out,
+            quiet,
+            mut refine,
+            boards,
+        } => {
+            let bundled = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("../models")
+                .canonicalize()
+                .context("the bundled models/ folder is missing; pass MODEL and --props")?;
+            let (model, props) = match (model, props) {
+                (None, None) => {
+                    if refine.data.is_none() {
+                        refine.data = Some(bundled.join("iris_test.csv"));
+                    }
+                    (bundled.join("iris_mlp.onnx"), bundled.join("iris_props.json"))
+                }
+                (Some(m), Some(p)) => (m, p),
+                (Some(_), None) => bail!("--props is required with MODEL: the boxes to prove"),
+                (None, Some(_)) => bail!("--props needs MODEL"),
+            };
+            let board = ceg4n::board::Board::find(&boards, &board)?;
+            return run_command(&model, &props, &refine, &board, &out, quiet);
+        }
         Command::Refine {
             model,
             props,
@@ -595,7 +649,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             json,
         } => {
             let report = refine_command(&model, &props, search, &refine, quiet)?;
-            let path = report.write(&out)?;
+            let path = write_reports(&report, &out)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
             } else {
@@ -1192,7 +1246,7 @@ fn refine_command(
         (Some(d), Some(c)) => Some(accuracy(&task, c, d)?),
         _ => None,
     };
-    ceg4n::report::RefineReport::new(
+    let mut report = ceg4n::report::RefineReport::new(
         &task,
         props_path,
         options.search,
@@ -1201,7 +1255,18 @@ fn refine_command(
         &refinement,
         accuracy,
         (args.per_channel, args.uniform_input),
-    )
+    )?;
+    if let (Some(d), Some(c)) = (&data, &refinement.config) {
+        report.accuracy_curve = ceg4n::refine::uniform_curve(&task, c, d)?;
+    }
+    Ok(report)
+}
+
+/// Writes report.json and report.html into `out`; returns the JSON's path.
+fn write_reports(report: &ceg4n::report::RefineReport, out: &std::path::Path) -> Result<PathBuf> {
+    let path = report.write(out)?;
+    ceg4n::html_report::write(report, out)?;
+    Ok(path)
 }
 
 fn print_refine_summary(r: &ceg4n::report::RefineReport) {
@@ -1422,26 +1487,28 @@ fn hil_command(
     timeout: f64,
     corrupt_weight: bool,
 ) -> Result<ExitCode> {
-    use ceg4n::hil::{build_firmware, compare, run_qemu};
     if board.qemu_machine.is_none() {
         bail!(
-            "board {} is a real board ({}); running on real hardware needs a debug probe and `ceg4n flash`, which is not implemented yet; emulated boards: see `ceg4n boards`",
+            "board {} is a real board ({}): flash it with `ceg4n flash`; reading device results back over RTT is not implemented yet; emulated boards: see `ceg4n boards`",
             board.name,
             board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
         );
     }
     let prepared = prepare_crate(source, None)?;
     let spec = prepared.spec(board);
-    spec.write(&out.join("crate"), false)?;
-    spec.write_firmware(&out.join("firmware"), false)?;
     let features: &[&str] = if corrupt_weight {
         &["corrupt-weight"]
     } else {
         &[]
     };
-    let elf = build_firmware(&out.join("firmware"), &out.join("target"), features)?;
-    let run = run_qemu(board, &elf, std::time::Duration::from_secs_f64(timeout))?;
-    let comparison = compare(&spec.vectors, &run.stdout);
+    let (comparison, run) = ceg4n::hil::run_model(
+        &spec,
+        out,
+        &out.join("target"),
+        features,
+        std::time::Duration::from_secs_f64(timeout),
+        false,
+    )?;
     for m in comparison.mismatches.iter().take(10) {
         println!("mismatch: {m}");
     }
@@ -1461,6 +1528,125 @@ fn hil_command(
         run.seconds
     );
     Ok(if comparison.passed() && run.exit_code == Some(0) {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(1)
+    })
+}
+
+/// `ceg4n run`: refine, generate, run on QEMU, count instructions, report.
+fn run_command(
+    model: &std::path::Path,
+    props: &std::path::Path,
+    args: &RefineArgs,
+    board: &ceg4n::board::Board,
+    out: &std::path::Path,
+    quiet: bool,
+) -> Result<ExitCode> {
+    if board.qemu_machine.is_none() {
+        bail!(
+            "board {} is not emulated; `ceg4n run` runs on a QEMU board (see `ceg4n boards`)",
+            board.name
+        );
+    }
+    let step = |what: &str| {
+        if !quiet {
+            eprintln!("== {what}");
+        }
+    };
+    step("refine: search bit-widths and prove every box");
+    let mut report = refine_command(model, props, SearchArg::Default, args, quiet)?;
+    let report_path = report.write(out)?;
+    if report.config().is_none() {
+        write_reports(&report, out)?;
+        print_refine_summary(&report);
+        bail!("no configuration to generate: {}", report.stop_reason);
+    }
+    step(&format!(
+        "generate the crate for {} and run it under QEMU",
+        board.name
+    ));
+    let quant = BitsArgs {
+        bits: None,
+        act_bits: vec![8],
+        input_bits: DEFAULT_INPUT_BITS,
+        per_channel: false,
+        uniform_input: false,
+    };
+    let source = CrateSource {
+        report: Some(&report_path),
+        model: None,
+        props: None,
+        quant: &quant,
+    };
+    let prepared = prepare_crate(&source, None)?;
+    let spec = prepared.spec(board);
+    let (comparison, run) = ceg4n::hil::run_model(
+        &spec,
+        out,
+        &out.join("target"),
+        &[],
+        std::time::Duration::from_secs(300),
+        false,
+    )?;
+    step("count instructions per inference (QEMU plugin)");
+    let bench = ceg4n::hil::build_plugin(&out.join("plugin"))
+        .and_then(|plugin| ceg4n::hil::bench_device(&spec, &out.join("bench"), &plugin));
+    if let Err(e) = &bench {
+        eprintln!("instruction count skipped: {e:#}");
+    }
+    let bench = bench.ok();
+    let memory = spec.memory();
+    report.device = Some(ceg4n::report::DeviceSummary {
+        board: board.name.clone(),
+        core: board.core.clone(),
+        bit_exact: comparison.bit_exact,
+        vectors: comparison.total,
+        instructions_per_inference: bench.as_ref().map(|b| b.instructions_per_inference),
+        instructions_per_mac: bench.as_ref().map(|b| b.instructions_per_mac),
+        flash_bytes: bench.as_ref().map(|b| b.flash_bytes),
+        ram_bytes: bench.as_ref().map(|b| b.ram_bytes),
+        model_flash_bytes: memory.weight_bytes + memory.parameter_bytes,
+        model_ram_bytes: memory.buffer_bytes,
+    });
+    let json = write_reports(&report, out)?;
+    println!();
+    print_refine_summary(&report);
+    println!(
+        "model memory: {} B flash (weights {} + parameters {}), {} B RAM buffers{}",
+        memory.weight_bytes + memory.parameter_bytes,
+        memory.weight_bytes,
+        memory.parameter_bytes,
+        memory.buffer_bytes,
+        bench.as_ref().map_or(String::new(), |b| format!(
+            "; test firmware {} B flash, {} B static RAM",
+            b.flash_bytes, b.ram_bytes
+        ))
+    );
+    if let Some(b) = &bench {
+        println!(
+            "instructions per inference on {}: {:.0} ({:.2} per MAC, QEMU count)",
+            board.name, b.instructions_per_inference, b.instructions_per_mac
+        );
+    }
+    for m in comparison.mismatches.iter().take(10) {
+        println!("mismatch: {m}");
+    }
+    println!(
+        "report: {} and {}",
+        json.display(),
+        out.join("report.html").display()
+    );
+    let exact = comparison.passed() && run.exit_code == Some(0);
+    println!(
+        "{}/{} device outputs {} on {} ({}, QEMU)",
+        comparison.bit_exact,
+        comparison.total,
+        if exact { "bit-exact" } else { "MISMATCHED" },
+        board.name,
+        board.core
+    );
+    Ok(if exact && report.verified {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(1)

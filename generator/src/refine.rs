@@ -660,6 +660,42 @@ fn evolve(screen: &mut Screen, per_channel: &[u32], rng: &mut impl Rng) -> Optio
     (parent_fitness.0 == 0).then_some(parent)
 }
 
+/// One point of the uniform-quantization curve: every layer at `weight_bits`.
+#[derive(Clone, Copy, Debug, Serialize, serde::Deserialize)]
+pub struct CurvePoint {
+    /// The one weight width.
+    pub weight_bits: u32,
+    /// `sum_l weight_bits * |W_l|`.
+    pub weight_storage_bits: u64,
+    /// Test accuracy.
+    pub accuracy: f64,
+}
+
+/// Test accuracy of uniform quantization at every weight width (activations and input as in
+/// `config`): the curve the refined network is compared against.
+pub fn uniform_curve(task: &Task, config: &QuantConfig, data: &Dataset) -> Result<Vec<CurvePoint>> {
+    (MIN_BITS..=MAX_BITS)
+        .map(|bits| {
+            let uniform = QuantConfig {
+                weight_bits: vec![bits; task.net.layers.len()],
+                ..config.clone()
+            };
+            let int_net = task.quantize(&uniform)?;
+            let correct = data
+                .features
+                .iter()
+                .zip(&data.labels)
+                .filter(|(x, label)| int_net.classify(x) == **label)
+                .count();
+            Ok(CurvePoint {
+                weight_bits: bits,
+                weight_storage_bits: Storage::of(&task.net, &uniform).weight_storage_bits,
+                accuracy: correct as f64 / data.features.len().max(1) as f64,
+            })
+        })
+        .collect()
+}
+
 /// Test accuracy of the float network, the refined network and the uniform baseline.
 pub fn accuracy(task: &Task, config: &QuantConfig, data: &Dataset) -> Result<Accuracy> {
     let net = &task.net;

@@ -8,7 +8,9 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::quantize::QuantConfig;
-use crate::refine::{Accuracy, ExcludedBox, FoundCounterexample, Refinement, Round, Search};
+use crate::refine::{
+    Accuracy, CurvePoint, ExcludedBox, FoundCounterexample, Refinement, Round, Search,
+};
 use crate::task::Task;
 use crate::verify::{BoxVerdict, Decision, Equivalence, Status, VerifyOptions};
 
@@ -95,6 +97,37 @@ pub struct RefineReport {
     pub accuracy: Option<Accuracy>,
     /// Seconds allowed per box.
     pub timeout_seconds: f64,
+    /// Test accuracy of uniform quantization at each weight width (with `--data`).
+    #[serde(default)]
+    pub accuracy_curve: Vec<CurvePoint>,
+    /// The run on a device (`ceg4n run`), if there was one.
+    #[serde(default)]
+    pub device: Option<DeviceSummary>,
+}
+
+/// The generated crate run on a board (written by `ceg4n run`).
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct DeviceSummary {
+    /// Board name.
+    pub board: String,
+    /// Core.
+    pub core: String,
+    /// Vectors whose device output equals the host model's exactly.
+    pub bit_exact: usize,
+    /// Vectors run.
+    pub vectors: usize,
+    /// Guest instructions per inference (QEMU), if counted.
+    pub instructions_per_inference: Option<f64>,
+    /// Instructions per multiply-accumulate, if counted.
+    pub instructions_per_mac: Option<f64>,
+    /// Flash of the test firmware in bytes.
+    pub flash_bytes: Option<u64>,
+    /// Static RAM of the test firmware in bytes (stack excluded).
+    pub ram_bytes: Option<u64>,
+    /// Weight and parameter bytes as generated.
+    pub model_flash_bytes: usize,
+    /// Activation buffer bytes as generated (stack, during inference).
+    pub model_ram_bytes: usize,
 }
 
 /// SHA-256 of a file, hex.
@@ -169,6 +202,8 @@ impl RefineReport {
             stop_reason: refinement.stop_reason.clone(),
             accuracy,
             timeout_seconds: verify.timeout.as_secs_f64(),
+            accuracy_curve: Vec::new(),
+            device: None,
         })
     }
 
