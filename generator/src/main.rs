@@ -21,7 +21,7 @@ use ceg4n::verify::Decision;
     name = "ceg4n",
     version,
     about = "Verified quantization of ONNX classifiers into integer-only no_std Rust crates",
-    after_help = "Example:\n  ceg4n inspect models/iris_mlp.onnx"
+    after_help = "Example:\n  ceg4n run                # the bundled model: refine, generate, run on QEMU, report"
 )]
 struct Cli {
     #[command(subcommand)]
@@ -198,8 +198,12 @@ enum Command {
         #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
         boards: PathBuf,
     },
-    /// Benchmarks over a suite folder laid out like the CEG4N paper's.
-    #[command(subcommand)]
+    /// Benchmarks: verification and refinement over a suite folder laid out like the CEG4N
+    /// paper's, and instructions per inference on emulated boards.
+    #[command(
+        subcommand,
+        after_help = "Example:\n  ceg4n bench refine --suite ../shared/benchmarks/ceg4n --only iris,seeds"
+    )]
     Bench(BenchCommand),
     /// Prove, box by box, that the integer network picks the float network's class.
     #[command(
