@@ -479,6 +479,18 @@ impl Region<'_> {
                 let started = Instant::now();
                 let answer = float.check(k, j, slice());
                 self.debug(depth, &format!("float robust {k} vs {j}"), &answer, started);
+                let answer = match answer {
+                    // Undecided: a local search for an input where the float class changes is
+                    // cheap, and such a point lets the boundary search below find a
+                    // counterexample.
+                    Answer::Unknown(reason) => {
+                        match float_class_change_near(net, lower, upper, &centre, decision) {
+                            Some(x) => Answer::Sat(x),
+                            None => Answer::Unknown(reason),
+                        }
+                    }
+                    other => other,
+                };
                 match answer {
                     Answer::Unsat => continue,
                     Answer::Unknown(_) => return None,
@@ -976,6 +988,77 @@ pub fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &Verify
             .any(|(a, b)| (a - b).abs() > eps),
     }
 }
+
+/// A point of the box where the float network picks another class than `k = class(start)`,
+/// by a gradient-free local search that lowers the float margin of `k` over its best rival
+/// (random moves kept when they do not raise it, shrinking on failure).
+fn float_class_change_near(
+    net: &Network,
+    lower: &[f64],
+    upper: &[f64],
+    start: &[f64],
+    decision: Decision,
+) -> Option<Vec<f64>> {
+    use rand::Rng;
+    let k = decision.pick(&net.logits(start));
+    let sign = if decision == Decision::ArgMax {
+        1.0
+    } else {
+        -1.0
+    };
+    let margin = |x: &[f64]| -> f64 {
+        let f = net.logits(x);
+        (0..f.len())
+            .filter(|j| *j != k)
+            .map(|j| sign * (f[k] - f[j]))
+            .fold(f64::INFINITY, f64::min)
+    };
+    let clamp = |x: Vec<f64>| -> Vec<f64> {
+        x.iter()
+            .zip(lower)
+            .zip(upper)
+            .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
+            .collect()
+    };
+    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF1A7);
+    for restart in 0..FLOAT_SEARCH_RESTARTS {
+        let mut x = if restart == 0 {
+            start.to_vec()
+        } else {
+            clamp(
+                lower
+                    .iter()
+                    .zip(upper)
+                    .map(|(l, u)| rng.random_range(*l..=*u))
+                    .collect(),
+            )
+        };
+        let mut best = margin(&x);
+        let mut step = 0.5;
+        for _ in 0..ATTACK_STEPS {
+            if best < 0.0 && decision.pick(&net.logits(&x)) != k {
+                return Some(x);
+            }
+            let y = clamp(
+                x.iter()
+                    .zip(lower)
+                    .zip(upper)
+                    .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
+                    .collect(),
+            );
+            let value = margin(&y);
+            if value <= best {
+                (x, best) = (y, value);
+            } else {
+                step = (step * 0.97).max(1e-6);
+            }
+        }
+    }
+    None
+}
+
+/// Restarts of [`float_class_change_near`].
+const FLOAT_SEARCH_RESTARTS: usize = 8;
 
 /// Steps of the local search in [`attack`].
 const ATTACK_STEPS: usize = 400;
