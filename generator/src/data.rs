@@ -32,6 +32,21 @@ pub struct Property {
 }
 
 impl Property {
+    /// Whether `other`'s box lies inside this one (a proof here covers it).
+    pub fn contains(&self, other: &Property) -> bool {
+        self.lower.len() == other.lower.len()
+            && self.lower.iter().zip(&other.lower).all(|(a, b)| a <= b)
+            && self.upper.iter().zip(&other.upper).all(|(a, b)| a >= b)
+    }
+
+    /// Whether the point `x` lies in the box.
+    pub fn contains_point(&self, x: &[f64]) -> bool {
+        x.len() == self.lower.len()
+            && x.iter()
+                .zip(self.lower.iter().zip(&self.upper))
+                .all(|(v, (l, u))| l <= v && v <= u)
+    }
+
     /// The centre, the corners (all of them when there are at most `max_exhaustive` inputs,
     /// else `sampled_corners` random ones) and `samples` uniform points of the box.
     pub fn sample_points(

@@ -190,7 +190,8 @@ pub struct Refinement {
     pub rounds: Vec<Round>,
     /// Every counterexample, in order.
     pub counterexamples: Vec<FoundCounterexample>,
-    /// Boxes verified in total (a box verified once per round).
+    /// Boxes that reached the verifier, summed over rounds (the default strategy skips boxes
+    /// an enclosing box's verdict decides).
     pub verifier_calls: usize,
     /// Candidate configurations screened on host models.
     pub screened: usize,
@@ -415,16 +416,40 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
         }
         progress.round(round, &config, props.len());
-        let verdicts = verify::verify_boxes_with(
-            net,
-            Quantized::Integer(&int_net),
-            task.reference.as_ref(),
-            &props,
-            &options.verify,
-            options.jobs,
-            &|v| progress.proof(v),
-        );
-        verifier_calls += verdicts.len();
+        let quantized = Quantized::Integer(&int_net);
+        let reference = task.reference.as_ref();
+        let done = |v: &BoxVerdict| progress.proof(v);
+        let verdicts = match options.search {
+            // Boxes inside other boxes are verified after them, and only when the enclosing
+            // verdict does not decide them.
+            Search::Descent => {
+                let (verdicts, calls) = verify::verify_nested_boxes(
+                    net,
+                    quantized,
+                    reference,
+                    &props,
+                    &options.verify,
+                    options.jobs,
+                    &done,
+                );
+                verifier_calls += calls;
+                verdicts
+            }
+            // The artifact verifies every property in every round.
+            Search::Genetic => {
+                let verdicts = verify::verify_boxes_with(
+                    net,
+                    quantized,
+                    reference,
+                    &props,
+                    &options.verify,
+                    options.jobs,
+                    &done,
+                );
+                verifier_calls += verdicts.len();
+                verdicts
+            }
+        };
         let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
         rounds.push(Round {
             weight_bits: config.weight_bits.clone(),

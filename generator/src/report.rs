@@ -28,6 +28,9 @@ pub struct BoxResult {
     pub seconds: f64,
     /// The counterexample input, if any.
     pub counterexample: Option<Vec<f32>>,
+    /// The enclosing box whose verdict decided this one without a verifier call, if any.
+    #[serde(default)]
+    pub decided_by: Option<String>,
 }
 
 /// `report.json`.
@@ -85,7 +88,7 @@ pub struct RefineReport {
     pub history: Vec<Round>,
     /// Every counterexample found.
     pub counterexamples: Vec<FoundCounterexample>,
-    /// Boxes verified in total.
+    /// Boxes that reached the verifier, summed over rounds.
     pub verifier_calls: usize,
     /// Candidate configurations screened on host models.
     pub screened: usize,
@@ -264,5 +267,6 @@ fn box_result(v: &BoxVerdict) -> BoxResult {
         .into(),
         seconds: v.seconds,
         counterexample: v.counterexample.as_ref().map(|c| c.input.clone()),
+        decided_by: v.decided_by.clone(),
     }
 }

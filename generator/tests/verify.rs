@@ -404,3 +404,35 @@ fn epsilon_equivalence_is_proved_or_refuted_with_replayed_deviations() {
         }
     }
 }
+
+#[test]
+fn nested_boxes_get_the_verdict_of_verifying_each_box_alone_with_fewer_calls() {
+    let mut skipped = 0;
+    for bits in [3, 4, 8] {
+        let (net, props, int_net) = quantized_model("iris_mlp.onnx", "iris_props.json", bits, 4);
+        let options = VerifyOptions::default();
+        let quantized = Quantized::Integer(&int_net);
+        let (nested, calls) =
+            ceg4n::verify::verify_nested_boxes(&net, quantized, None, &props, &options, 2, &|_| {});
+        skipped += props.len() - calls;
+        for (p, v) in props.iter().zip(&nested) {
+            let alone = verify_box(&net, quantized, None, p, &options);
+            assert_eq!(v.id, p.id);
+            assert_eq!(v.status, alone.status, "{bits} bits, box {}", p.id);
+            if let Some(by) = &v.decided_by {
+                let outer = props.iter().find(|o| &o.id == by).unwrap();
+                assert!(outer.contains(p), "{by} does not contain {}", p.id);
+                assert_eq!(v.queries, 0);
+            }
+            if let Some(ce) = &v.counterexample {
+                let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+                assert!(p.contains_point(&x));
+                assert_ne!(net.classify(&x), int_net.classify(&x));
+            }
+        }
+    }
+    assert!(
+        skipped > 0,
+        "the nested iris boxes should save verifier calls"
+    );
+}
