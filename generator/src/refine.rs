@@ -8,7 +8,9 @@
 //! again. The loop ends at the first configuration proved on every box, or at the budget.
 //!
 //! Strategies: `Descent` (default) bisects one width at a time, largest weight tensor first,
-//! from the widest configuration; `Genetic` reproduces the CEG4N artifact's (1+2) evolutionary
+//! from the widest configuration, screens each proposal by attack before any proof, verifies
+//! nested boxes outermost first, and widens its proposals by a bit after every few refuted
+//! rounds; `Genetic` reproduces the CEG4N artifact's (1+2) evolutionary
 //! search (1000 evaluations per round, restarted each round, screened on centres and
 //! counterexamples only) for comparison.
 
@@ -67,6 +69,11 @@ pub const GA_EVALUATIONS: usize = 1000;
 /// Proposals refuted by attack (without the verifier) before the default strategy verifies
 /// its proposals regardless.
 const MAX_ATTACK_ROUNDS: usize = 50;
+
+/// The default strategy widens its proposals by one more bit per width after each this many
+/// rounds the verifier refuted: near the smallest consistent widths every proof can find a new
+/// counterexample, and a little slack ends the loop with a proof instead of the budget.
+pub const WIDEN_AFTER_REFUTED_ROUNDS: usize = 3;
 
 /// Restarts of the evolutionary search within one round before it gives up.
 pub const GA_RESTARTS: usize = 5;
@@ -129,6 +136,10 @@ pub struct Round {
     pub unknown: usize,
     /// Seconds of the round (search and proofs).
     pub seconds: f64,
+    /// Bits added to every width of the search's proposal (default strategy, after repeated
+    /// refutations; 0 otherwise).
+    #[serde(default)]
+    pub widened_by: u32,
 }
 
 /// A counterexample found during the refinement.
@@ -334,6 +345,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     let mut counterexamples = Vec::new();
     let mut verifier_calls = 0;
     let mut attacks = 0;
+    let mut refuted_rounds = 0;
     let mut last: Option<(QuantConfig, Vec<BoxVerdict>)> = None;
     let mut verified = false;
     let stop_reason;
@@ -369,7 +381,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             stop_reason = "no box left to prove".into();
             break;
         }
-        let Some(genes) = proposal else {
+        let Some(mut genes) = proposal else {
             stop_reason = match options.search {
                 Search::Descent => "no configuration up to 16 bits classifies every screened point like the float network",
                 Search::Genetic => "the evolutionary search found no configuration consistent with the counterexamples",
@@ -377,6 +389,11 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             .into();
             break;
         };
+        let mut widened_by = 0;
+        if options.search == Search::Descent {
+            let step = (refuted_rounds / WIDEN_AFTER_REFUTED_ROUNDS) as u32;
+            (genes, widened_by) = widen(&mut screen, genes, step);
+        }
         let config = screen.config(&genes);
         let round = rounds.len() + 1;
         let int_net = task.quantize(&config)?;
@@ -460,6 +477,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             counterexample: count(Status::Counterexample),
             unknown: count(Status::Unknown),
             seconds: round_start.elapsed().as_secs_f64(),
+            widened_by,
         });
         for v in &verdicts {
             if let Some(ce) = &v.counterexample {
@@ -483,6 +501,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             break;
         }
         screen.rejected.insert(genes);
+        refuted_rounds += 1;
     }
     let storage = last.as_ref().map(|(c, _)| Storage::of(net, c));
     let (config, boxes) = match last {
@@ -502,6 +521,29 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
         seconds: start.elapsed().as_secs_f64(),
         stop_reason,
     })
+}
+
+/// `genes` with at least `step` bits added to every width (capped at 16): the first such
+/// widening that passes the screen and was not refuted before, with the bits added; `genes`
+/// itself (and 0) when `step` is 0 or no widening qualifies.
+fn widen(screen: &mut Screen, genes: Vec<u32>, step: u32) -> (Vec<u32>, u32) {
+    if step == 0 {
+        return (genes, 0);
+    }
+    let widths = genes.len() - 1;
+    for extra in step..=MAX_BITS - MIN_BITS {
+        let mut wider = genes.clone();
+        for g in &mut wider[..widths] {
+            *g = (*g + extra).min(MAX_BITS);
+        }
+        if !screen.rejected.contains(&wider) && screen.passes(&wider) {
+            return (wider, extra);
+        }
+        if wider[..widths].iter().all(|g| *g == MAX_BITS) {
+            break;
+        }
+    }
+    (genes, 0)
 }
 
 /// Lowers one width at a time by bisection, sweeping until nothing moves, then trades one bit

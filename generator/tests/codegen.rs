@@ -123,8 +123,8 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
         String::from_utf8_lossy(&o.stdout).into_owned()
     };
     // Not --all-features: `test-corrupt-weight` must (and does) break the vectors.
-    let tested = run(&["test", "--features", "f32-input"]);
-    assert!(tested.contains("1 passed"), "{tested}");
+    let tested = run(&["test", "--features", "f32-input,fixed-input"]);
+    assert!(tested.contains("2 passed"), "{tested}");
     for target in [
         "thumbv6m-none-eabi",
         "thumbv7m-none-eabi",

@@ -121,6 +121,52 @@ impl ActRange {
     }
 }
 
+/// Input quantization of a fixed-point value: `bits / 2^from_frac` expressed in steps of
+/// `2^-to_frac` and saturated to `range`, i.e. `clamp(floor(bits * 2^(to_frac - from_frac) +
+/// 1/2))`, the rounding the verifier assumes for every input. Exact for every argument (no
+/// intermediate overflow): the caller's fixed-point sensor value needs no float on the device.
+pub const fn rescale_fixed(bits: i128, from_frac: i32, to_frac: i32, range: ActRange) -> i32 {
+    let shift = from_frac as i64 - to_frac as i64;
+    let scaled: i128 = if shift > 0 {
+        if shift >= 128 {
+            // -1/2 <= bits / 2^shift < 1/2: rounds to 0.
+            0
+        } else {
+            // floor(b / 2^s + 1/2) = floor(b / 2^s) + (bit s-1 of b), with no addition to
+            // overflow.
+            (bits >> shift) + ((bits >> (shift - 1)) & 1)
+        }
+    } else {
+        let up = -shift;
+        if bits == 0 {
+            0
+        } else if up >= 127 {
+            if bits > 0 {
+                i128::MAX
+            } else {
+                i128::MIN
+            }
+        } else {
+            let limit = i128::MAX >> up;
+            if bits > limit {
+                i128::MAX
+            } else if bits < -limit - 1 {
+                i128::MIN
+            } else {
+                bits << up
+            }
+        }
+    };
+    let narrowed = if scaled > i64::MAX as i128 {
+        i64::MAX
+    } else if scaled < i64::MIN as i128 {
+        i64::MIN
+    } else {
+        scaled as i64
+    };
+    range.clamp(narrowed)
+}
+
 const fn clamp_bits(bits: u32) -> u32 {
     if bits < MIN_BITS {
         MIN_BITS

@@ -219,3 +219,72 @@ fn empty_and_mismatched_slices_do_not_panic() {
     );
     assert_eq!(out8, [255, 200]);
 }
+
+/// `floor(x * 2^to_frac + 1/2)` computed with the `fixed` crate's own arithmetic.
+fn fixed_reference(bits: i64, to_frac: i32) -> i64 {
+    use fixed::types::{I32F32, I64F64};
+    let x: I64F64 = I32F32::from_bits(bits).to_num();
+    let scaled = if to_frac >= 0 {
+        x << to_frac as u32
+    } else {
+        x >> (-to_frac) as u32
+    };
+    (scaled + I64F64::from_num(0.5)).floor().to_num::<i64>()
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn fixed_point_inputs_are_rounded_half_up_like_the_fixed_crate(
+        bits in -(1i64 << 40)..(1i64 << 40),
+        to_frac in -20i32..=20,
+        width in bits(),
+    ) {
+        let range = ActRange::signed(width);
+        let expected = fixed_reference(bits, to_frac).clamp(range.min as i64, range.max as i64);
+        prop_assert_eq!(rescale_fixed(bits as i128, 32, to_frac, range) as i64, expected);
+    }
+
+    #[test]
+    fn fixed_point_rescaling_is_exact_for_any_bits(
+        bits in any::<i128>(),
+        from_frac in -300i32..=300,
+        to_frac in -300i32..=300,
+    ) {
+        let range = ActRange { min: i32::MIN, max: i32::MAX };
+        let got = rescale_fixed(bits, from_frac, to_frac, range) as i128;
+        let shift = from_frac as i64 - to_frac as i64;
+        let exact: Option<i128> = if (1..=126).contains(&shift) {
+            // Quotient and remainder by 2^shift; round up from half a step.
+            let step = 1i128 << shift;
+            let (q, r) = (bits.div_euclid(step), bits.rem_euclid(step));
+            Some(q + (r >= step / 2) as i128)
+        } else if shift <= 0 && shift > -64 && bits.unsigned_abs() < (1u128 << 60) {
+            Some(bits * (1i128 << -shift))
+        } else {
+            None
+        };
+        if let Some(exact) = exact {
+            prop_assert_eq!(got, exact.clamp(i32::MIN as i128, i32::MAX as i128));
+        }
+        prop_assert!(bits >= 0 || got <= 0);
+        prop_assert!(bits <= 0 || got >= 0);
+    }
+}
+
+#[test]
+fn fixed_point_rescaling_at_the_extremes() {
+    let wide = ActRange { min: i32::MIN, max: i32::MAX };
+    let narrow = ActRange::signed(8);
+    assert_eq!(rescale_fixed(i128::MIN, 0, 0, wide), i32::MIN);
+    assert_eq!(rescale_fixed(i128::MAX, 0, 0, wide), i32::MAX);
+    assert_eq!(rescale_fixed(i128::MIN, 128, 0, wide), 0); // -1/2 rounds up to 0
+    assert_eq!(rescale_fixed(i128::MIN, 127, 0, wide), -1); // exactly -1
+    assert_eq!(rescale_fixed(i128::MAX, 126, 0, wide), 2); // 2 - 2^-126 rounds to 2
+    assert_eq!(rescale_fixed(1, 0, 200, narrow), 127);
+    assert_eq!(rescale_fixed(-1, 0, 200, narrow), -128);
+    // Ties go up: 2.5 -> 3, -2.5 -> -2.
+    assert_eq!(rescale_fixed(5, 1, 0, wide), 3);
+    assert_eq!(rescale_fixed(-5, 1, 0, wide), -2);
+}
