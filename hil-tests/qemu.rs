@@ -371,3 +371,99 @@ fn the_main_job_runs_end_to_end_and_writes_a_readable_report() {
     assert_eq!(&png[..8], b"\x89PNG\r\n\x1a\n");
     assert!(png.len() > 20_000, "a rendered page with plots is not tiny");
 }
+
+/// `llvm-size`'s Berkeley totals of `elf`: (text + data, data + bss), if the tool is installed.
+fn llvm_size(elf: &Path) -> Option<(u64, u64)> {
+    let out = std::process::Command::new("llvm-size")
+        .arg(elf)
+        .output()
+        .ok()?;
+    let text = String::from_utf8_lossy(&out.stdout);
+    let row: Vec<u64> = text
+        .lines()
+        .nth(1)?
+        .split_whitespace()
+        .take(3)
+        .map(|v| v.parse().ok())
+        .collect::<Option<_>>()?;
+    Some((row[0] + row[1], row[1] + row[2]))
+}
+
+#[test]
+fn the_model_memory_is_measured_on_the_device_build() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let boards_dir = ceg4n::board::default_dir();
+    let cases = cases();
+    for board in ["microbit", "mps2-an386"] {
+        let board = Board::find(&boards_dir, board).unwrap();
+        for case in &cases {
+            let spec = spec(case, &board);
+            let computed = spec.memory();
+            let dir = work.path().join(format!("{}-{}", case.name, board.name));
+            let measured = ceg4n::hil::measure_memory(
+                &spec,
+                Some(&board),
+                &dir,
+                &work.path().join("target"),
+                Duration::from_secs(60),
+            )
+            .unwrap();
+            eprintln!("{} on {}: {computed:?} {measured:?}", case.name, board.name);
+            let data = (computed.weight_bytes + computed.parameter_bytes) as u64;
+            // The image holds every weight and parameter byte, plus the kernels' code.
+            assert!(measured.model_flash_bytes > data, "{measured:?}");
+            assert!(measured.model_flash_bytes < data + 4096, "{measured:?}");
+            // Nothing static: buffers live on the stack only while `logits` runs.
+            assert_eq!(measured.model_static_ram_bytes, 0, "{measured:?}");
+            let stack = measured.stack_bytes.expect("QEMU ran the memory probe");
+            assert!((8..2048).contains(&stack), "{measured:?}");
+            // Our ELF reading is what llvm-size reports.
+            let elf = dir.join("measure-memory.elf");
+            let ours = ceg4n::hil::elf_memory(&elf).unwrap();
+            match llvm_size(&elf) {
+                Some((flash, ram)) => {
+                    assert_eq!((ours.flash_bytes, ours.ram_bytes), (flash, ram));
+                }
+                None => eprintln!("llvm-size not installed: section sizes not cross-checked"),
+            }
+        }
+    }
+}
+
+#[test]
+fn generate_prints_the_measured_memory() {
+    if !qemu_available() {
+        eprintln!(
+            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
+        );
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .arg("generate")
+        .arg(models_dir().join("iris_mlp.onnx"))
+        .arg("--props")
+        .arg(models_dir().join("iris_props.json"))
+        .args(["--bits", "4", "--board", "nrf52840-dk", "--out"])
+        .arg(work.path().join("crate"))
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(
+        out.status.success(),
+        "{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    // A real board's target, with the stack measured on an emulated board of the same target.
+    assert!(
+        stdout.contains("measured on a thumbv7em-none-eabihf build: model flash ")
+            && stdout.contains("(painted, one inference on mps2-an386 under QEMU)"),
+        "{stdout}"
+    );
+}

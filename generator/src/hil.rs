@@ -397,6 +397,81 @@ pub fn bench_device(
     })
 }
 
+/// The model's memory on the device, measured: two firmware images that differ only in one
+/// call to `logits`, and the stack painted before that call.
+#[derive(Clone, Debug, Serialize)]
+pub struct MeasuredMemory {
+    /// The target the images were built for.
+    pub target: String,
+    /// Flash of the image with the model minus the image without it (code, weights, biases,
+    /// requantization steps).
+    pub model_flash_bytes: u64,
+    /// Static RAM of the model (the same difference; 0 when everything lives on the stack).
+    pub model_static_ram_bytes: u64,
+    /// Deepest stack use of one inference call (activation buffers and call frames), run on
+    /// `stack_board` under QEMU; `None` when no emulated board of the target could run it.
+    pub stack_bytes: Option<u64>,
+    /// The emulated board the stack was measured on (same target, so the same code).
+    pub stack_board: Option<String>,
+    /// Why the stack was not measured.
+    pub stack_skipped: Option<String>,
+}
+
+/// Builds the `measure-memory` firmware pair of `spec` under `work` and runs the measuring
+/// one under QEMU on `emulated` (a board of the same target; `None`: flash only).
+pub fn measure_memory(
+    spec: &crate::codegen::CrateSpec,
+    emulated: Option<&Board>,
+    work: &Path,
+    target_dir: &Path,
+    timeout: Duration,
+) -> Result<MeasuredMemory> {
+    spec.write(&work.join("crate"), true)?;
+    spec.write_firmware(&work.join("firmware"), true)?;
+    let firmware = work.join("firmware");
+    // Both images land at the same path: keep a copy of the measuring one.
+    let built = build_firmware(&firmware, target_dir, &["measure-memory"])?;
+    let with = work.join("measure-memory.elf");
+    std::fs::copy(&built, &with).with_context(|| format!("{}: cannot copy", built.display()))?;
+    let with_memory = elf_memory(&with)?;
+    let without = elf_memory(&build_firmware(
+        &firmware,
+        target_dir,
+        &["measure-memory-baseline"],
+    )?)?;
+    let stack = match emulated {
+        None => Err(format!(
+            "no emulated board with target {}",
+            spec.board.target
+        )),
+        Some(board) => run_qemu(board, &with, timeout)
+            .map_err(|e| format!("{e:#}"))
+            .and_then(|run| {
+                run.stdout
+                    .lines()
+                    .find_map(|l| l.strip_prefix("STACK ")?.trim().parse().ok())
+                    .ok_or_else(|| {
+                        format!(
+                            "the memory probe printed no STACK line (exit {:?})",
+                            run.exit_code
+                        )
+                    })
+            }),
+    };
+    let (stack_bytes, stack_skipped) = match stack {
+        Ok(bytes) => (Some(bytes), None),
+        Err(why) => (None, Some(why)),
+    };
+    Ok(MeasuredMemory {
+        target: spec.board.target.clone(),
+        model_flash_bytes: with_memory.flash_bytes.saturating_sub(without.flash_bytes),
+        model_static_ram_bytes: with_memory.ram_bytes.saturating_sub(without.ram_bytes),
+        stack_bytes,
+        stack_board: stack_bytes.and(emulated.map(|b| b.name.clone())),
+        stack_skipped,
+    })
+}
+
 /// Writes `spec`'s crate and firmware under `work` (`crate/`, `firmware/`; `force` as in
 /// [`crate::codegen::CrateSpec::write`]), builds the firmware with `features` in `target_dir`
 /// (shareable between runs), runs it under QEMU and compares every output with the host model.

@@ -214,7 +214,7 @@ pub fn render(report: &RefineReport) -> Result<String> {
             String::new()
         } else {
             format!(
-                "; {} box(es) excluded because the float decision boundary crosses them",
+                "; {} box(es) excluded: no configuration up to 16 bits can be proved there",
                 report.excluded.len()
             )
         }
@@ -290,9 +290,11 @@ pub fn render(report: &RefineReport) -> Result<String> {
         row(
             "memory",
             format!(
-                "model: {} B flash, {} B RAM buffers; test firmware: {} B flash, {} B static RAM",
+                "model: {} B weights and parameters, {} B activation buffers; measured on the device build: {} B flash with code, {} B stack per inference; test firmware: {} B flash, {} B static RAM",
                 d.model_flash_bytes,
                 d.model_ram_bytes,
+                d.measured_model_flash_bytes.map_or("-".into(), |f| f.to_string()),
+                d.measured_stack_bytes.map_or("-".into(), |f| f.to_string()),
                 d.flash_bytes.map_or("-".into(), |f| f.to_string()),
                 d.ram_bytes.map_or("-".into(), |r| r.to_string())
             ),
@@ -325,8 +327,9 @@ pub fn render(report: &RefineReport) -> Result<String> {
     for e in &report.excluded {
         let _ = write!(
             html,
-            "<tr><td>{}</td><td>excluded (float class {} at the centre, {} at {:?})</td><td>-</td></tr>",
+            "<tr><td>{}</td><td>excluded: {} (float class {} at the centre, {} at {:?})</td><td>-</td></tr>",
             escape(&e.id),
+            escape(&e.reason),
             e.centre_class,
             e.witness_class,
             e.witness

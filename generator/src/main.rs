@@ -139,6 +139,9 @@ enum Command {
         /// Replace an existing directory that ceg4n did not generate.
         #[arg(long)]
         force: bool,
+        /// Skip measuring the model's flash and stack on a build for the board's target.
+        #[arg(long)]
+        no_measure: bool,
         /// The board directory.
         #[arg(long, default_value_os_t = ceg4n::board::default_dir())]
         boards: PathBuf,
@@ -605,6 +608,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             name,
             force,
+            no_measure,
             boards,
         } => {
             let board = ceg4n::board::Board::find(&boards, &board)?;
@@ -614,7 +618,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
                 props: props.as_deref(),
                 quant: &quant,
             };
-            generate_command(&source, &board, &out, name, force)
+            generate_command(&source, &board, &out, name, force)?;
+            if !no_measure {
+                measure_command(&source, &board, &boards);
+            }
+            Ok(())
         }
         Command::Run {
             model,
@@ -1293,12 +1301,32 @@ fn print_refine_summary(r: &ceg4n::report::RefineReport) {
         );
     }
     if !r.excluded.is_empty() {
-        let ids: Vec<&str> = r.excluded.iter().map(|e| e.id.as_str()).collect();
-        println!(
-            "excluded {} box(es) the float decision boundary crosses (no quantized network can be equivalent there): {}",
-            ids.len(),
-            ids.join(", ")
-        );
+        let crossed: Vec<&str> = r
+            .excluded
+            .iter()
+            .filter(|e| e.witness_class != e.centre_class)
+            .map(|e| e.id.as_str())
+            .collect();
+        let finer: Vec<&str> = r
+            .excluded
+            .iter()
+            .filter(|e| e.witness_class == e.centre_class)
+            .map(|e| e.id.as_str())
+            .collect();
+        if !crossed.is_empty() {
+            println!(
+                "excluded {} box(es) the float decision boundary crosses (no quantized network can be equivalent there): {}",
+                crossed.len(),
+                crossed.join(", ")
+            );
+        }
+        if !finer.is_empty() {
+            println!(
+                "excluded {} box(es) where even 16-bit integer networks disagree with the float one (margin below 16-bit resolution): {}",
+                finer.len(),
+                finer.join(", ")
+            );
+        }
     }
     println!(
         "boxes: {}/{} proved{}; {} rounds, {} verifier calls, {} counterexamples, {} candidates screened, {:.1} s ({})",
@@ -1482,6 +1510,49 @@ fn generate_command(
     Ok(())
 }
 
+/// Measures the generated model's flash and stack on a build for the board's target (the
+/// stack under QEMU on an emulated board of the same target) and prints them next to the
+/// computed figures. Never fails the generation: without a toolchain or QEMU it says why.
+fn measure_command(source: &CrateSource, board: &ceg4n::board::Board, boards: &std::path::Path) {
+    let measured = (|| -> Result<ceg4n::hil::MeasuredMemory> {
+        let prepared = prepare_crate(source, None)?;
+        let spec = prepared.spec(board);
+        let emulated = match board.qemu_machine {
+            Some(_) => Some(board.clone()),
+            None => ceg4n::board::Board::all(boards)?
+                .into_iter()
+                .find(|b| b.target == board.target && b.qemu_machine.is_some()),
+        };
+        let work = tempfile::tempdir()?;
+        ceg4n::hil::measure_memory(
+            &spec,
+            emulated.as_ref(),
+            work.path(),
+            &std::env::temp_dir().join("ceg4n-firmware-target"),
+            std::time::Duration::from_secs(60),
+        )
+    })();
+    match measured {
+        Ok(m) => println!("{}", measured_memory_line(&m)),
+        Err(e) => println!("memory not measured (--no-measure skips this): {e:#}"),
+    }
+}
+
+/// One line of measured model memory.
+fn measured_memory_line(m: &ceg4n::hil::MeasuredMemory) -> String {
+    let stack = match (m.stack_bytes, &m.stack_board, &m.stack_skipped) {
+        (Some(bytes), Some(board), _) => {
+            format!("stack {bytes} B (painted, one inference on {board} under QEMU)")
+        }
+        (_, _, Some(why)) => format!("stack not measured: {why}"),
+        _ => "stack not measured".into(),
+    };
+    format!(
+        "measured on a {} build: model flash {} B (code, weights and parameters), static RAM {} B, {stack}",
+        m.target, m.model_flash_bytes, m.model_static_ram_bytes
+    )
+}
+
 /// Generates the crate and its firmware under `out`, runs it under QEMU and compares every
 /// output with the host model.
 fn hil_command(
@@ -1600,8 +1671,22 @@ fn run_command(
         eprintln!("instruction count skipped: {e:#}");
     }
     let bench = bench.ok();
+    step("measure the model's flash and stack on the device build");
+    let measured = ceg4n::hil::measure_memory(
+        &spec,
+        Some(board),
+        &out.join("memory"),
+        &out.join("target"),
+        std::time::Duration::from_secs(60),
+    );
+    if let Err(e) = &measured {
+        eprintln!("memory measurement skipped: {e:#}");
+    }
+    let measured = measured.ok();
     let memory = spec.memory();
     report.device = Some(ceg4n::report::DeviceSummary {
+        measured_model_flash_bytes: measured.as_ref().map(|m| m.model_flash_bytes),
+        measured_stack_bytes: measured.as_ref().and_then(|m| m.stack_bytes),
         board: board.name.clone(),
         core: board.core.clone(),
         bit_exact: comparison.bit_exact,
@@ -1627,6 +1712,9 @@ fn run_command(
             b.flash_bytes, b.ram_bytes
         ))
     );
+    if let Some(m) = &measured {
+        println!("{}", measured_memory_line(m));
+    }
     if let Some(b) = &bench {
         println!(
             "instructions per inference on {}: {:.0} ({:.2} per MAC, QEMU count)",

@@ -22,7 +22,7 @@ use ceg4n_runtime::{MAX_BITS, MIN_BITS};
 use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Property};
 use crate::ir::Network;
 use crate::quantize::QuantConfig;
 use crate::task::Task;
@@ -74,6 +74,10 @@ const MAX_ATTACK_ROUNDS: usize = 50;
 /// rounds the verifier refuted: near the smallest consistent widths every proof can find a new
 /// counterexample, and a little slack ends the loop with a proof instead of the budget.
 pub const WIDEN_AFTER_REFUTED_ROUNDS: usize = 3;
+
+/// A box refuted in this many verified rounds in a row is verified at the widest
+/// configurations; refuted there too, it is excluded (no width up to 16 bits can prove it).
+const STUBBORN_BOX_ROUNDS: usize = 3;
 
 /// Restarts of the evolutionary search within one round before it gives up.
 pub const GA_RESTARTS: usize = 5;
@@ -182,12 +186,36 @@ pub struct ExcludedBox {
     pub witness: Vec<f32>,
     /// The float class there.
     pub witness_class: usize,
+    /// Why no configuration can be proved on the box.
+    #[serde(default)]
+    pub reason: String,
+}
+
+impl ExcludedBox {
+    /// The exclusion of `prop` with the witness `x`: the float class changes at `x`, or even
+    /// the widest integer network disagrees with the float one there.
+    fn new(net: &Network, options: &VerifyOptions, prop: &Property, x: &[f64]) -> ExcludedBox {
+        let centre_class = options.decision.pick(&net.logits(&prop.x));
+        let witness_class = options.decision.pick(&net.logits(x));
+        ExcludedBox {
+            id: prop.id.clone(),
+            centre_class,
+            witness_class,
+            witness: x.iter().map(|v| *v as f32).collect(),
+            reason: if witness_class != centre_class {
+                "the float decision boundary crosses the box".into()
+            } else {
+                format!("even at {MAX_BITS} bits the integer network disagrees with the float one at the witness")
+            },
+        }
+    }
 }
 
 /// The outcome of a refinement.
 #[derive(Clone, Debug, Serialize)]
 pub struct Refinement {
-    /// Boxes no quantized network can be proved on (the float class is not constant on them).
+    /// Boxes no configuration up to 16 bits can be proved on (the float class is not constant
+    /// on them, or even 16 bits disagree somewhere), each with a witness.
     pub excluded: Vec<ExcludedBox>,
     /// The reported configuration: the one proved on every box, else the last candidate.
     pub config: Option<QuantConfig>,
@@ -299,33 +327,31 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     let mut props = Vec::new();
     for p in &task.props {
         match verify::float_class_change(net, p, &options.verify) {
-            Some(x) => excluded.push(ExcludedBox {
-                id: p.id.clone(),
-                centre_class: options.verify.decision.pick(&net.logits(&p.x)),
-                witness_class: options.verify.decision.pick(&net.logits(&x)),
-                witness: x.iter().map(|v| *v as f32).collect(),
-            }),
+            Some(x) => excluded.push(ExcludedBox::new(net, &options.verify, p, &x)),
             None => props.push(p.clone()),
         }
     }
-    let mut points: Vec<Vec<f64>> = props.iter().map(|p| p.x.clone()).collect();
+    let mut points: Vec<Vec<f64>> = Vec::new();
     if options.search == Search::Descent {
         let widest = task.quantize(&template)?;
-        for p in &props {
+        let mut kept = Vec::new();
+        for p in props {
             let samples = p.sample_points(0, 16, SCREEN_SAMPLES_PER_BOX, &mut rng);
             // A box where even the widest configuration disagrees somewhere cannot be proved
-            // at any width: say so instead of searching.
-            if let Some(x) = samples.iter().find(|x| {
+            // at any width.
+            match samples.iter().find(|x| {
                 verify::violates(&task.net, Quantized::Integer(&widest), x, &options.verify)
             }) {
-                bail!(
-                    "box {} cannot be proved at any width: even at {MAX_BITS} bits the integer network disagrees with the float one at {:?} (the float decision boundary crosses the box); shrink or drop the box",
-                    p.id,
-                    x.iter().map(|v| *v as f32).collect::<Vec<_>>()
-                );
+                Some(x) => excluded.push(ExcludedBox::new(net, &options.verify, &p, x)),
+                None => {
+                    points.extend(samples);
+                    kept.push(p);
+                }
             }
-            points.extend(samples);
         }
+        props = kept;
+    } else {
+        points = props.iter().map(|p| p.x.clone()).collect();
     }
     let mut screen = Screen {
         task,
@@ -346,7 +372,12 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     let mut verifier_calls = 0;
     let mut attacks = 0;
     let mut refuted_rounds = 0;
+    let mut refuted_in_a_row: std::collections::HashMap<String, usize> = Default::default();
     let mut last: Option<(QuantConfig, Vec<BoxVerdict>)> = None;
+    // A configuration proved on every box after widening, which the default strategy then
+    // tries to lower one width at a time (each lowering proved before it is kept).
+    let mut proved_widened: Option<(Vec<u32>, QuantConfig, Vec<BoxVerdict>)> = None;
+    let mut longest_round = 0.0f64;
     let mut verified = false;
     let stop_reason;
     loop {
@@ -358,9 +389,25 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             stop_reason = format!("--time-limit {} s reached", options.time_limit.as_secs());
             break;
         }
+        if proved_widened.is_some()
+            && start.elapsed().as_secs_f64() + longest_round > options.time_limit.as_secs_f64()
+        {
+            stop_reason = format!(
+                "every box proved; lowering its widths stopped: another round would pass --time-limit {} s",
+                options.time_limit.as_secs()
+            );
+            break;
+        }
         let round_start = Instant::now();
-        let proposal = match options.search {
-            Search::Descent => {
+        let proposal = match (&proved_widened, options.search) {
+            (Some((best, _, _)), _) => {
+                let Some(lower) = lower_one_width(&mut screen, best) else {
+                    stop_reason = "every box proved; no width of it can be lowered further".into();
+                    break;
+                };
+                Some(lower)
+            }
+            (None, Search::Descent) => {
                 let found: Vec<Vec<u32>> = per_channel_choices
                     .iter()
                     .filter_map(|pc| {
@@ -373,7 +420,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
             // A restart may end on an inconsistent configuration; a few more restarts are
             // part of the same round.
-            Search::Genetic => {
+            (None, Search::Genetic) => {
                 (0..GA_RESTARTS).find_map(|_| evolve(&mut screen, &per_channel_choices, &mut rng))
             }
         };
@@ -382,6 +429,21 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             break;
         }
         let Some(mut genes) = proposal else {
+            // Points that no configuration, not even the widest, gets right (found during
+            // the refinement: the float class changes there, or the margin is below 16-bit
+            // resolution): the boxes holding them cannot be proved; exclude them and go on.
+            let blocked = blocking_points(&mut screen, &per_channel_choices, layers);
+            if !blocked.is_empty() {
+                props.retain(|p| match blocked.iter().find(|x| p.contains_point(x)) {
+                    Some(x) => {
+                        excluded.push(ExcludedBox::new(net, &options.verify, p, x));
+                        false
+                    }
+                    None => true,
+                });
+                screen.points.retain(|x| !blocked.contains(x));
+                continue;
+            }
             stop_reason = match options.search {
                 Search::Descent => "no configuration up to 16 bits classifies every screened point like the float network",
                 Search::Genetic => "the evolutionary search found no configuration consistent with the counterexamples",
@@ -390,7 +452,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             break;
         };
         let mut widened_by = 0;
-        if options.search == Search::Descent {
+        if options.search == Search::Descent && proved_widened.is_none() {
             let step = (refuted_rounds / WIDEN_AFTER_REFUTED_ROUNDS) as u32;
             (genes, widened_by) = widen(&mut screen, genes, step);
         }
@@ -468,6 +530,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
         };
         let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
+        longest_round = longest_round.max(round_start.elapsed().as_secs_f64());
         rounds.push(Round {
             weight_bits: config.weight_bits.clone(),
             activation_bits: config.act_bits.clone(),
@@ -494,14 +557,55 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
         }
         let all_proved = count(Status::Proved) == verdicts.len();
-        last = Some((config, verdicts));
+        if options.search == Search::Descent && proved_widened.is_none() && !all_proved {
+            for v in &verdicts {
+                if v.status == Status::Counterexample {
+                    *refuted_in_a_row.entry(v.id.clone()).or_insert(0) += 1;
+                } else {
+                    refuted_in_a_row.remove(&v.id);
+                }
+            }
+            let stubborn: Vec<String> = refuted_in_a_row
+                .iter()
+                .filter(|(_, n)| **n >= STUBBORN_BOX_ROUNDS)
+                .map(|(id, _)| id.clone())
+                .collect();
+            let mut dropped = false;
+            for id in stubborn {
+                refuted_in_a_row.remove(&id);
+                let Some(p) = props.iter().find(|p| p.id == id) else {
+                    continue;
+                };
+                verifier_calls += per_channel_choices.len();
+                if let Some(x) = refuted_at_widest(task, p, &per_channel_choices, options) {
+                    excluded.push(ExcludedBox::new(net, &options.verify, p, &x));
+                    props.retain(|q| q.id != id);
+                    dropped = true;
+                }
+            }
+            if dropped {
+                // The refutations were the excluded box's: widen from scratch.
+                refuted_rounds = 0;
+            }
+        }
         if all_proved {
             verified = true;
+            // A widened (or already lowered) configuration: try lowering it, keeping it as
+            // the result until a lower one is proved.
+            if widened_by > 0 || proved_widened.is_some() {
+                proved_widened = Some((genes, config, verdicts));
+                continue;
+            }
+            last = Some((config, verdicts));
             stop_reason = "every box proved".into();
             break;
         }
+        last = Some((config, verdicts));
         screen.rejected.insert(genes);
         refuted_rounds += 1;
+    }
+    if let Some((_, config, verdicts)) = proved_widened {
+        last = Some((config, verdicts));
     }
     let storage = last.as_ref().map(|(c, _)| Storage::of(net, c));
     let (config, boxes) = match last {
@@ -520,6 +624,83 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
         screened: screen.evaluations,
         seconds: start.elapsed().as_secs_f64(),
         stop_reason,
+    })
+}
+
+/// A counterexample on `prop` at every widest configuration (16 bits, each per-channel
+/// choice), if each has one; `None` as soon as one of them is not refuted.
+fn refuted_at_widest(
+    task: &Task,
+    prop: &Property,
+    per_channel: &[u32],
+    options: &RefineOptions,
+) -> Option<Vec<f64>> {
+    let layers = task.net.layers.len();
+    let mut witness = None;
+    for pc in per_channel {
+        let config = QuantConfig {
+            weight_bits: vec![MAX_BITS; layers],
+            act_bits: vec![MAX_BITS; layers - 1],
+            input_bits: MAX_BITS,
+            per_channel: *pc == 1,
+            uniform_input: options.uniform_input,
+        };
+        let int_net = task.quantize(&config).ok()?;
+        let verdict = verify::verify_box(
+            &task.net,
+            Quantized::Integer(&int_net),
+            task.reference.as_ref(),
+            prop,
+            &options.verify,
+        );
+        let ce = verdict.counterexample.filter(|c| c.reproduces_in_f32)?;
+        witness.get_or_insert(ce.input.iter().map(|v| *v as f64).collect());
+    }
+    witness
+}
+
+/// The screen points that every widest configuration (16 bits, each per-channel choice) gets
+/// wrong.
+fn blocking_points(screen: &mut Screen, per_channel: &[u32], layers: usize) -> Vec<Vec<f64>> {
+    let widest: Vec<_> = per_channel
+        .iter()
+        .filter_map(|pc| {
+            let mut top = vec![MAX_BITS; 2 * layers];
+            top.push(*pc);
+            screen.task.quantize(&screen.config(&top)).ok()
+        })
+        .collect();
+    screen
+        .points
+        .iter()
+        .filter(|x| {
+            widest.iter().all(|int_net| {
+                verify::violates(
+                    &screen.task.net,
+                    Quantized::Integer(int_net),
+                    x,
+                    screen.options,
+                )
+            })
+        })
+        .cloned()
+        .collect()
+}
+
+/// `best` with one width lowered by a bit: the width that saves the most storage first, among
+/// those that pass the screen and were not refuted before; `None` if none qualifies.
+fn lower_one_width(screen: &mut Screen, best: &[u32]) -> Option<Vec<u32>> {
+    let widths = best.len() - 1;
+    let mut order: Vec<usize> = (0..widths).filter(|g| best[*g] > MIN_BITS).collect();
+    order.sort_by_key(|g| {
+        let mut lower = best.to_vec();
+        lower[*g] -= 1;
+        screen.storage(&lower).key()
+    });
+    order.into_iter().find_map(|g| {
+        let mut lower = best.to_vec();
+        lower[g] -= 1;
+        screen.passes(&lower).then_some(lower)
     })
 }
 

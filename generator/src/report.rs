@@ -78,9 +78,9 @@ pub struct RefineReport {
     pub unproved: Vec<String>,
     /// Every box except the `excluded` ones proved at exactly the reported configuration.
     pub verified: bool,
-    /// Boxes the float network's decision boundary crosses: no quantized network (constant on
-    /// each input quantization cell) can be equivalent there, so they are left out, each with a
-    /// witness point whose float class differs from the centre's.
+    /// Boxes no configuration up to 16 bits can be proved on, left out with a witness point:
+    /// the float decision boundary crosses them (no quantized network, constant on each input
+    /// quantization cell, can be equivalent there), or even 16 bits disagree at the witness.
     pub excluded: Vec<ExcludedBox>,
     /// Rounds run.
     pub rounds: usize,
@@ -131,6 +131,13 @@ pub struct DeviceSummary {
     pub model_flash_bytes: usize,
     /// Activation buffer bytes as generated (stack, during inference).
     pub model_ram_bytes: usize,
+    /// The model's flash measured on the device build (code, weights, parameters): the image
+    /// with one `logits` call minus the same image without it.
+    #[serde(default)]
+    pub measured_model_flash_bytes: Option<u64>,
+    /// Deepest stack use of one inference, measured by painting the stack under QEMU.
+    #[serde(default)]
+    pub measured_stack_bytes: Option<u64>,
 }
 
 /// SHA-256 of a file, hex.

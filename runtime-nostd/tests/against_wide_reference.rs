@@ -275,7 +275,10 @@ proptest! {
 
 #[test]
 fn fixed_point_rescaling_at_the_extremes() {
-    let wide = ActRange { min: i32::MIN, max: i32::MAX };
+    let wide = ActRange {
+        min: i32::MIN,
+        max: i32::MAX,
+    };
     let narrow = ActRange::signed(8);
     assert_eq!(rescale_fixed(i128::MIN, 0, 0, wide), i32::MIN);
     assert_eq!(rescale_fixed(i128::MAX, 0, 0, wide), i32::MAX);
