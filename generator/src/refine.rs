@@ -23,6 +23,7 @@ use rand::{Rng, SeedableRng};
 use serde::Serialize;
 
 use crate::data::{Dataset, Property};
+use crate::int_model::IntNetwork;
 use crate::ir::Network;
 use crate::quantize::QuantConfig;
 use crate::task::Task;
@@ -577,7 +578,9 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
                     continue;
                 };
                 verifier_calls += per_channel_choices.len();
-                if let Some(x) = refuted_at_widest(task, p, &per_channel_choices, options) {
+                if let Some(x) =
+                    refuted_at_widest(&screen, p, &per_channel_choices, layers, options)
+                {
                     excluded.push(ExcludedBox::new(net, &options.verify, p, &x));
                     props.retain(|q| q.id != id);
                     dropped = true;
@@ -627,25 +630,30 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     })
 }
 
-/// A counterexample on `prop` at every widest configuration (16 bits, each per-channel
-/// choice), if each has one; `None` as soon as one of them is not refuted.
+/// The integer networks at the widest configurations: 16 bits, each per-channel choice.
+fn widest_networks(screen: &Screen, per_channel: &[u32], layers: usize) -> Vec<IntNetwork> {
+    per_channel
+        .iter()
+        .filter_map(|pc| {
+            let mut top = vec![MAX_BITS; 2 * layers];
+            top.push(*pc);
+            screen.task.quantize(&screen.config(&top)).ok()
+        })
+        .collect()
+}
+
+/// A counterexample on `prop` at every widest configuration, if each has one; `None` as soon
+/// as one of them is not refuted.
 fn refuted_at_widest(
-    task: &Task,
+    screen: &Screen,
     prop: &Property,
     per_channel: &[u32],
+    layers: usize,
     options: &RefineOptions,
 ) -> Option<Vec<f64>> {
-    let layers = task.net.layers.len();
+    let task = screen.task;
     let mut witness = None;
-    for pc in per_channel {
-        let config = QuantConfig {
-            weight_bits: vec![MAX_BITS; layers],
-            act_bits: vec![MAX_BITS; layers - 1],
-            input_bits: MAX_BITS,
-            per_channel: *pc == 1,
-            uniform_input: options.uniform_input,
-        };
-        let int_net = task.quantize(&config).ok()?;
+    for int_net in widest_networks(screen, per_channel, layers) {
         let verdict = verify::verify_box(
             &task.net,
             Quantized::Integer(&int_net),
@@ -662,14 +670,7 @@ fn refuted_at_widest(
 /// The screen points that every widest configuration (16 bits, each per-channel choice) gets
 /// wrong.
 fn blocking_points(screen: &mut Screen, per_channel: &[u32], layers: usize) -> Vec<Vec<f64>> {
-    let widest: Vec<_> = per_channel
-        .iter()
-        .filter_map(|pc| {
-            let mut top = vec![MAX_BITS; 2 * layers];
-            top.push(*pc);
-            screen.task.quantize(&screen.config(&top)).ok()
-        })
-        .collect();
+    let widest = widest_networks(screen, per_channel, layers);
     screen
         .points
         .iter()
