@@ -1025,8 +1025,14 @@ fn float_class_change_near(
             .collect()
     };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF1A7);
+    let moves = LocalSearch {
+        lower,
+        upper,
+        step: 0.5,
+        shrink: 0.97,
+    };
     for restart in 0..FLOAT_SEARCH_RESTARTS {
-        let mut x = if restart == 0 {
+        let x = if restart == 0 {
             start.to_vec()
         } else {
             clamp(
@@ -1037,28 +1043,59 @@ fn float_class_change_near(
                     .collect(),
             )
         };
-        let mut best = margin(&x);
-        let mut step = 0.5;
-        for _ in 0..ATTACK_STEPS {
-            if best < 0.0 && decision.pick(&net.logits(&x)) != k {
-                return Some(x);
-            }
-            let y = clamp(
-                x.iter()
-                    .zip(lower)
-                    .zip(upper)
-                    .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
-                    .collect(),
-            );
-            let value = margin(&y);
-            if value <= best {
-                (x, best) = (y, value);
-            } else {
-                step = (step * 0.97).max(1e-6);
-            }
+        let found = moves.run(x, &margin, &clamp, &mut rng, |x, best| {
+            (best < 0.0 && decision.pick(&net.logits(x)) != k).then(|| x.to_vec())
+        });
+        if found.is_some() {
+            return found;
         }
     }
     None
+}
+
+/// A gradient-free local search inside a box: from a point, random moves (each coordinate by
+/// up to `step` times the box width, then `clamp`ed) are kept when they do not raise the
+/// objective; a rejected move shrinks `step` by `shrink`. Runs [`ATTACK_STEPS`] moves.
+struct LocalSearch<'a> {
+    lower: &'a [f64],
+    upper: &'a [f64],
+    step: f64,
+    shrink: f64,
+}
+
+impl LocalSearch<'_> {
+    /// Searches from `x`; before each move, `found(x, objective(x))` may end the search with a
+    /// result.
+    fn run<R>(
+        &self,
+        mut x: Vec<f64>,
+        objective: &dyn Fn(&[f64]) -> f64,
+        clamp: &dyn Fn(Vec<f64>) -> Vec<f64>,
+        rng: &mut impl rand::Rng,
+        mut found: impl FnMut(&[f64], f64) -> Option<R>,
+    ) -> Option<R> {
+        let mut best = objective(&x);
+        let mut step = self.step;
+        for _ in 0..ATTACK_STEPS {
+            if let Some(result) = found(&x, best) {
+                return Some(result);
+            }
+            let y = clamp(
+                x.iter()
+                    .zip(self.lower)
+                    .zip(self.upper)
+                    .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
+                    .collect(),
+            );
+            let value = objective(&y);
+            if value <= best {
+                (x, best) = (y, value);
+            } else {
+                step = (step * self.shrink).max(1e-6);
+            }
+        }
+        None
+    }
 }
 
 /// Restarts of [`float_class_change_near`].
@@ -1079,7 +1116,6 @@ fn attack(
     start: &[f64],
     options: &VerifyOptions,
 ) -> Option<Counterexample> {
-    use rand::Rng;
     let decision = options.decision;
     // Lower is closer to a violation; a violation scores below zero.
     let objective = |x: &[f64]| -> f64 {
@@ -1121,31 +1157,25 @@ fn attack(
             .map(|((v, l), u)| v.max(*l).min(*u))
             .collect()
     };
-    let mut x = clamp(start.to_vec());
-    let mut best = objective(&x);
-    let mut step = 0.25;
-    for _ in 0..ATTACK_STEPS {
-        if best < 0.0 {
-            let ce = replay(net, quantized, reference, &x, "solver+search", options);
-            if ce.reproduces_in_f32 {
-                return Some(ce);
+    let moves = LocalSearch {
+        lower,
+        upper,
+        step: 0.25,
+        shrink: 0.95,
+    };
+    moves.run(
+        clamp(start.to_vec()),
+        &objective,
+        &clamp,
+        &mut rng,
+        |x, best| {
+            if best >= 0.0 {
+                return None;
             }
-        }
-        let y = clamp(
-            x.iter()
-                .zip(lower)
-                .zip(upper)
-                .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
-                .collect(),
-        );
-        let value = objective(&y);
-        if value <= best {
-            (x, best) = (y, value);
-        } else {
-            step = (step * 0.95).max(1e-6);
-        }
-    }
-    None
+            let ce = replay(net, quantized, reference, x, "solver+search", options);
+            ce.reproduces_in_f32.then_some(ce)
+        },
+    )
 }
 
 /// Segments between differently classified points searched for a boundary disagreement.
