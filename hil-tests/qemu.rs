@@ -31,6 +31,15 @@ fn qemu_available() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether the test must be skipped because qemu-system-arm is missing; says so when it is.
+fn skipped_without_qemu() -> bool {
+    if qemu_available() {
+        return false;
+    }
+    eprintln!("SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)");
+    true
+}
+
 /// A model at its bits with its test vectors (box points plus the test set).
 struct Case {
     name: &'static str,
@@ -166,10 +175,7 @@ fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize,
 
 #[test]
 fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -197,10 +203,7 @@ fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
 
 #[test]
 fn a_corrupted_weight_is_caught_on_the_device() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -213,10 +216,7 @@ fn a_corrupted_weight_is_caught_on_the_device() {
 
 #[test]
 fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -309,10 +309,7 @@ fn inference_has_no_panicking_path() {
 /// its report.html holds the three plots (and, when Chromium is installed, renders headless).
 #[test]
 fn the_main_job_runs_end_to_end_and_writes_a_readable_report() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -391,10 +388,7 @@ fn llvm_size(elf: &Path) -> Option<(u64, u64)> {
 
 #[test]
 fn the_model_memory_is_measured_on_the_device_build() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
@@ -438,10 +432,7 @@ fn the_model_memory_is_measured_on_the_device_build() {
 
 #[test]
 fn generate_prints_the_measured_memory() {
-    if !qemu_available() {
-        eprintln!(
-            "SKIPPED: qemu-system-arm is not installed (scripts/setup.sh installs it with apt)"
-        );
+    if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
