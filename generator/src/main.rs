@@ -117,16 +117,8 @@ enum Command {
         after_help = "Examples:\n  ceg4n generate --report out/iris/report.json --board mps2-an386 --out out/iris-crate\n  ceg4n generate models/iris_mlp.onnx --props models/iris_props.json --bits 4 --act-bits 8 --board microbit --out out/iris4"
     )]
     Generate {
-        /// A refine report: generate its reported bits, with its proof results as certificate.
-        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-        report: Option<PathBuf>,
-        /// Or: an ONNX model with explicit --bits (no proof; the certificate says so).
-        model: Option<PathBuf>,
-        /// The boxes that calibrate activation ranges (with MODEL).
-        #[arg(long, requires = "model")]
-        props: Option<PathBuf>,
         #[command(flatten)]
-        quant: BitsArgs,
+        source: CrateSourceArgs,
         /// Board name (see `ceg4n boards`).
         #[arg(long)]
         board: String,
@@ -152,16 +144,8 @@ enum Command {
         after_help = "Exit status: 0 every vector bit-exact, 1 a mismatch, 2 bad input.\n\nExample:\n  ceg4n hil --board mps2-an386 --report ceg4n-out/iris/report.json --out ceg4n-out/iris/hil"
     )]
     Hil {
-        /// A refine report (its reported bits).
-        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-        report: Option<PathBuf>,
-        /// Or: an ONNX model with explicit --bits.
-        model: Option<PathBuf>,
-        /// The boxes that calibrate activation ranges (with MODEL).
-        #[arg(long, requires = "model")]
-        props: Option<PathBuf>,
         #[command(flatten)]
-        quant: BitsArgs,
+        source: CrateSourceArgs,
         /// Board name (see `ceg4n boards`).
         #[arg(long)]
         board: String,
@@ -279,16 +263,8 @@ enum BenchCommand {
         after_help = "Example:\n  ceg4n bench hil --report ceg4n-out/iris/report.json --boards microbit,lm3s6965evb,mps2-an386"
     )]
     Hil {
-        /// A refine report (its reported bits).
-        #[arg(long, required_unless_present = "model", conflicts_with = "model")]
-        report: Option<PathBuf>,
-        /// Or: an ONNX model with explicit --bits.
-        model: Option<PathBuf>,
-        /// The boxes that calibrate activation ranges (with MODEL).
-        #[arg(long, requires = "model")]
-        props: Option<PathBuf>,
         #[command(flatten)]
-        quant: BitsArgs,
+        source: CrateSourceArgs,
         /// Emulated boards (comma-separated).
         #[arg(
             long,
@@ -432,6 +408,32 @@ enum Semantics {
     Paper,
 }
 
+/// What a crate is generated from: a refine report, or a model at explicit bits.
+#[derive(clap::Args)]
+struct CrateSourceArgs {
+    /// A refine report: its reported bits, with its proof results as the certificate.
+    #[arg(long, required_unless_present = "model", conflicts_with = "model")]
+    report: Option<PathBuf>,
+    /// Or: an ONNX model with explicit --bits (no proof; the certificate says so).
+    model: Option<PathBuf>,
+    /// The boxes that calibrate activation ranges (with MODEL).
+    #[arg(long, requires = "model")]
+    props: Option<PathBuf>,
+    #[command(flatten)]
+    quant: BitsArgs,
+}
+
+impl CrateSourceArgs {
+    fn source(&self) -> CrateSource<'_> {
+        CrateSource {
+            report: self.report.as_deref(),
+            model: self.model.as_deref(),
+            props: self.props.as_deref(),
+            quant: &self.quant,
+        }
+    }
+}
+
 /// Bit-width options shared by the commands that quantize.
 #[derive(clap::Args)]
 struct BitsArgs {
@@ -497,21 +499,13 @@ fn run(cli: Cli) -> Result<ExitCode> {
             eval(&net, &data, config.as_ref(), calib.as_ref(), json)
         }
         Command::Bench(BenchCommand::Hil {
-            report,
-            model,
-            props,
-            quant,
+            source,
             boards,
             out,
             board_dir,
             json,
         }) => {
-            let source = CrateSource {
-                report: report.as_deref(),
-                model: model.as_deref(),
-                props: props.as_deref(),
-                quant: &quant,
-            };
+            let source = source.source();
             bench_hil(&source, &boards, &board_dir, &out, json)
         }
         Command::Bench(BenchCommand::Refine {
@@ -541,10 +535,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             bench_verify(&suite, &only, &settings, json)
         }
         Command::Hil {
-            report,
-            model,
-            props,
-            quant,
+            source,
             board,
             out,
             timeout,
@@ -552,12 +543,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             boards,
         } => {
             let board = ceg4n::board::Board::find(&boards, &board)?;
-            let source = CrateSource {
-                report: report.as_deref(),
-                model: model.as_deref(),
-                props: props.as_deref(),
-                quant: &quant,
-            };
+            let source = source.source();
             return hil_command(&source, &board, &out, timeout, corrupt_weight);
         }
         Command::Flash {
@@ -600,10 +586,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             Ok(())
         }
         Command::Generate {
-            report,
-            model,
-            props,
-            quant,
+            source,
             board,
             out,
             name,
@@ -612,17 +595,9 @@ fn run(cli: Cli) -> Result<ExitCode> {
             boards,
         } => {
             let board = ceg4n::board::Board::find(&boards, &board)?;
-            let source = CrateSource {
-                report: report.as_deref(),
-                model: model.as_deref(),
-                props: props.as_deref(),
-                quant: &quant,
-            };
-            generate_command(&source, &board, &out, name, force)?;
-            if !no_measure {
-                measure_command(&source, &board, &boards);
-            }
-            Ok(())
+            let source = source.source();
+            let measure_with = (!no_measure).then_some(boards.as_path());
+            generate_command(&source, &board, &out, name, force, measure_with)
         }
         Command::Run {
             model,
@@ -1492,6 +1467,7 @@ fn generate_command(
     out: &std::path::Path,
     name: Option<String>,
     force: bool,
+    measure_with: Option<&std::path::Path>,
 ) -> Result<()> {
     let prepared = prepare_crate(source, name)?;
     let spec = prepared.spec(board);
@@ -1507,16 +1483,19 @@ fn generate_command(
         memory.parameter_bytes,
         memory.buffer_bytes
     );
+    // With the boards directory: measure (an emulated board of the target may come from it).
+    if let Some(boards) = measure_with {
+        measure_command(&spec, boards);
+    }
     Ok(())
 }
 
 /// Measures the generated model's flash and stack on a build for the board's target (the
 /// stack under QEMU on an emulated board of the same target) and prints them next to the
 /// computed figures. Never fails the generation: without a toolchain or QEMU it says why.
-fn measure_command(source: &CrateSource, board: &ceg4n::board::Board, boards: &std::path::Path) {
+fn measure_command(spec: &ceg4n::codegen::CrateSpec, boards: &std::path::Path) {
+    let board = spec.board;
     let measured = (|| -> Result<ceg4n::hil::MeasuredMemory> {
-        let prepared = prepare_crate(source, None)?;
-        let spec = prepared.spec(board);
         let emulated = match board.qemu_machine {
             Some(_) => Some(board.clone()),
             None => ceg4n::board::Board::all(boards)?
@@ -1525,7 +1504,7 @@ fn measure_command(source: &CrateSource, board: &ceg4n::board::Board, boards: &s
         };
         let work = tempfile::tempdir()?;
         ceg4n::hil::measure_memory(
-            &spec,
+            spec,
             emulated.as_ref(),
             work.path(),
             &std::env::temp_dir().join("ceg4n-firmware-target"),
