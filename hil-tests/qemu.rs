@@ -71,9 +71,10 @@ fn case(
                 jobs: 2,
                 per_channel: None,
                 uniform_input: false,
+                min_agreement: ceg4n::refine::DEFAULT_MIN_AGREEMENT,
             };
             let r = refine(&task, &options, &Silent).unwrap();
-            assert!(r.verified, "{name}: {}", r.stop_reason);
+            assert!(r.verified, "{name}: {:?}", r.stop);
             r.config.unwrap()
         }
     };

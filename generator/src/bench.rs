@@ -205,7 +205,8 @@ pub struct RefineRow {
     pub verifier_calls: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
-    /// Test accuracy (float, refined, uniform baseline) when the suite has a test set.
+    /// Test accuracy (float, refined, uniform baseline) and agreement with the float network
+    /// when the suite has a test set.
     pub accuracy: Option<crate::refine::Accuracy>,
     /// Why the refinement stopped.
     pub stop_reason: String,
@@ -224,7 +225,8 @@ pub fn refine_network(
         .test_set(name)
         .map(|p| crate::data::Dataset::load_csv(&p, net.input_len()))
         .transpose()?;
-    let task = Task::new(&suite.model(name), net, props);
+    // The test split calibrates and sets the fidelity floor, as `--data` does for `refine`.
+    let task = Task::with_data(&suite.model(name), net, props, test.clone());
     let artifact_weight_storage_bits = suite.artifact.get(name).and_then(|a| {
         let bits = a.bits.as_ref()?;
         (bits.len() == task.net.layers.len()).then(|| {
@@ -240,7 +242,14 @@ pub fn refine_network(
     let config = refinement.config.clone();
     let storage = config.as_ref().map(|c| Storage::of(&task.net, c));
     let accuracy = match (&test, &config) {
-        (Some(t), Some(c)) => Some(accuracy(&task, c, t)?),
+        (Some(t), Some(c)) => Some(accuracy(
+            &task,
+            c,
+            t,
+            options.min_agreement,
+            &refinement.rows_set_aside,
+            options.verify.decision,
+        )?),
         _ => None,
     };
     Ok(RefineRow {
@@ -274,6 +283,6 @@ pub fn refine_network(
         verifier_calls: refinement.verifier_calls,
         seconds: refinement.seconds,
         accuracy,
-        stop_reason: refinement.stop_reason,
+        stop_reason: refinement.stop.to_string(),
     })
 }

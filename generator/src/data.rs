@@ -296,3 +296,112 @@ pub fn boxes_around(
         })
         .collect()
 }
+
+/// Boxes made from data rows when the user gives no property file (`--boxes`, `--radius`).
+#[derive(Clone, Copy, Debug)]
+pub struct DataBoxes {
+    /// Rows boxed; `None`: 10 per float class, at most [`MAX_DATA_BOXES`].
+    pub count: Option<usize>,
+    /// Half-width of each box as a fraction of each feature's range in the data.
+    pub radius: f64,
+    /// Seed of the row choice.
+    pub seed: u64,
+}
+
+/// Rows boxed per float class by default.
+pub const DATA_BOXES_PER_CLASS: usize = 10;
+
+/// The most boxes made from data.
+pub const MAX_DATA_BOXES: usize = 100;
+
+/// The default `--radius`: 1% of each feature's range.
+pub const DEFAULT_DATA_BOX_RADIUS: f64 = 0.01;
+
+impl DataBoxes {
+    /// Boxes around rows of `data`, chosen deterministically (seeded) and stratified by the
+    /// float class `classes[row]`: classes take turns, each giving its rows in a seeded
+    /// shuffled order, until `count` rows are taken. Each box spans `radius` times the
+    /// feature's range in the data on either side of the row, clipped to that range; a
+    /// feature constant in the data stays at its value. Ids are "row N" (1-based data rows).
+    pub fn make(&self, data: &Dataset, classes: &[usize], logits: &[Vec<f64>]) -> Vec<Property> {
+        use rand::seq::SliceRandom;
+        use rand::SeedableRng;
+        let class_count = classes.iter().max().map_or(0, |m| m + 1);
+        let count = self
+            .count
+            .unwrap_or(DATA_BOXES_PER_CLASS * class_count)
+            .min(MAX_DATA_BOXES)
+            .min(data.features.len());
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(self.seed);
+        let mut by_class: Vec<Vec<usize>> = vec![Vec::new(); class_count];
+        for (row, class) in classes.iter().enumerate() {
+            by_class[*class].push(row);
+        }
+        for rows in &mut by_class {
+            rows.shuffle(&mut rng);
+            rows.reverse(); // popped from the back: the shuffled order
+        }
+        let mut chosen = Vec::with_capacity(count);
+        while chosen.len() < count {
+            for rows in &mut by_class {
+                if chosen.len() < count {
+                    chosen.extend(rows.pop());
+                }
+            }
+        }
+        chosen.sort_unstable();
+        let n = data.features.first().map_or(0, Vec::len);
+        let (mut lo, mut hi) = (vec![f64::INFINITY; n], vec![f64::NEG_INFINITY; n]);
+        for x in &data.features {
+            for i in 0..n {
+                lo[i] = lo[i].min(x[i]);
+                hi[i] = hi[i].max(x[i]);
+            }
+        }
+        chosen
+            .into_iter()
+            .map(|row| {
+                let x = &data.features[row];
+                // Bounds and centre as f32, the precision of property files and device inputs.
+                let f = |v: f64| v as f32 as f64;
+                let half = |i: usize| self.radius * (hi[i] - lo[i]);
+                Property {
+                    id: format!("row {}", row + 1),
+                    x: x.iter().map(|v| f(*v)).collect(),
+                    lower: (0..n).map(|i| f((x[i] - half(i)).max(lo[i]))).collect(),
+                    upper: (0..n).map(|i| f((x[i] + half(i)).min(hi[i]))).collect(),
+                    y: Some(logits[row].clone()),
+                    ball_size: Some(self.radius),
+                }
+            })
+            .collect()
+    }
+}
+
+/// Writes boxes as a CEG4N property file (the format [`load_properties`] reads).
+pub fn write_properties(path: &Path, props: &[Property]) -> Result<()> {
+    let list: Vec<serde_json::Value> = props
+        .iter()
+        .map(|p| {
+            // Values are written as f64 so that they read back exactly (boxes made from data
+            // already hold f32-representable values).
+            let values = |v: &[f64]| v.to_vec();
+            serde_json::json!({
+                "id": p.id,
+                "ball_size": p.ball_size,
+                "x": [values(&p.x)],
+                "lower_bounds": [values(&p.lower)],
+                "upper_bounds": [values(&p.upper)],
+                "input_shape": [1, p.x.len()],
+                "output_shape": [1, p.y.as_ref().map_or(0, Vec::len)],
+                "y": p.y.as_ref().map(|y| vec![y.clone()]),
+            })
+        })
+        .collect();
+    let text = serde_json::to_string_pretty(&list)?;
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir)
+            .with_context(|| format!("{}: cannot create the directory", dir.display()))?;
+    }
+    std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
+}

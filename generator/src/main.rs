@@ -34,12 +34,13 @@ enum Command {
     /// with the host model, count instructions, and write report.json + report.html. Without
     /// MODEL it uses the bundled iris model, its boxes and test set.
     #[command(
-        after_help = "Examples:\n  ceg4n run\n  ceg4n run my_model.onnx --props boxes.json --data test.csv --board microbit --out out/my"
+        after_help = "Examples:\n  ceg4n run\n  ceg4n run my_model.onnx --data test.csv --board microbit --out out/my\n  ceg4n run my_model.onnx --props boxes.json --data test.csv"
     )]
     Run {
         /// The ONNX model (default: the bundled models/iris_mlp.onnx).
         model: Option<PathBuf>,
-        /// The boxes (default with the bundled model: models/iris_props.json).
+        /// The boxes (default with the bundled model: models/iris_props.json). Optional with
+        /// --data: then boxes are made around data rows and written to OUT/boxes.json.
         #[arg(long)]
         props: Option<PathBuf>,
         /// An emulated board (see `ceg4n boards`).
@@ -88,14 +89,15 @@ enum Command {
     /// Find the smallest per-layer bit-widths whose integer network is proved to pick the
     /// float network's class on every box (CEG4N); writes DIR/report.json.
     #[command(
-        after_help = "Exit status: 0 every box proved at the reported bits, 1 not within the budget, 2 bad input.\n\nExample:\n  ceg4n refine models/iris_mlp.onnx --props models/iris_props.json --data models/iris_test.csv --out out/iris"
+        after_help = "Exit status: 0 verified (every claimed box proved at the reported bits, the fidelity floor met), 1 not verified, 2 bad input.\n\nExamples:\n  ceg4n refine models/digits_mlp.onnx --data models/digits_test.csv --out out/digits\n  ceg4n refine models/iris_mlp.onnx --props models/iris_props.json --data models/iris_test.csv --out out/iris"
     )]
     Refine {
         /// The ONNX model.
         model: PathBuf,
-        /// A CEG4N property file (boxes).
-        #[arg(long)]
-        props: PathBuf,
+        /// A CEG4N property file (boxes). Optional with --data: then boxes are made around
+        /// data rows (--boxes, --radius) and written to OUT/boxes.json.
+        #[arg(long, required_unless_present = "data")]
+        props: Option<PathBuf>,
         /// Search strategy.
         #[arg(long, value_enum, default_value_t = SearchArg::Default)]
         search: SearchArg,
@@ -233,14 +235,29 @@ enum SearchArg {
 /// Settings of `refine` (and of the refinement inside `run`).
 #[derive(clap::Args)]
 struct RefineArgs {
-    /// A labelled CSV: report float, refined and uniform-baseline test accuracy.
+    /// A labelled CSV (feature columns, then `label`): it calibrates the activation ranges,
+    /// sets the fidelity floor (--min-agreement), and gives float, refined and
+    /// uniform-baseline accuracy.
     #[arg(long)]
     data: Option<PathBuf>,
+    /// The fidelity floor: the refined integer network must pick the float network's class on
+    /// at least this fraction of the --data rows (0..=1).
+    #[arg(long, default_value_t = ceg4n::refine::DEFAULT_MIN_AGREEMENT)]
+    min_agreement: f64,
+    /// Without --props: box this many data rows, stratified by float class [default: 10 per
+    /// class, at most 100].
+    #[arg(long)]
+    boxes: Option<usize>,
+    /// Without --props: each box spans this fraction of each feature's range in the data on
+    /// either side of its row [default: 0.01].
+    #[arg(long)]
+    radius: Option<f64>,
     /// Seed of every random choice (same seed, same result).
     #[arg(long, default_value_t = 0)]
     seed: u64,
-    /// No new round starts after this many seconds.
-    #[arg(long, default_value_t = 900.0)]
+    /// The whole refinement ends within this many seconds (a proof cut short is unknown),
+    /// with the smallest configuration proved by then.
+    #[arg(long, default_value_t = 300.0)]
     time_limit: f64,
     /// At most this many rounds.
     #[arg(long, default_value_t = 50)]
@@ -617,14 +634,16 @@ fn run(cli: Cli) -> Result<ExitCode> {
                     if refine.data.is_none() {
                         refine.data = Some(bundled.join("iris_test.csv"));
                     }
-                    (bundled.join("iris_mlp.onnx"), bundled.join("iris_props.json"))
+                    (
+                        bundled.join("iris_mlp.onnx"),
+                        Some(bundled.join("iris_props.json")),
+                    )
                 }
-                (Some(m), Some(p)) => (m, p),
-                (Some(_), None) => bail!("--props is required with MODEL: the boxes to prove"),
+                (Some(m), p) => (m, p),
                 (None, Some(_)) => bail!("--props needs MODEL"),
             };
             let board = ceg4n::board::Board::find(&boards, &board)?;
-            return run_command(&model, &props, &refine, &board, &out, quiet);
+            return run_command(&model, props.as_deref(), &refine, &board, &out, quiet);
         }
         Command::Refine {
             model,
@@ -635,7 +654,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             quiet,
             json,
         } => {
-            let report = refine_command(&model, &props, search, &refine, quiet)?;
+            let report = refine_command(&model, props.as_deref(), search, &refine, &out, quiet)?;
             let path = write_reports(&report, &out)?;
             if json {
                 println!("{}", serde_json::to_string_pretty(&report)?);
@@ -1196,31 +1215,48 @@ fn refine_options(args: &RefineArgs, search: SearchArg) -> Result<ceg4n::refine:
         jobs: args.proof.jobs(),
         per_channel: args.per_channel.then_some(true),
         uniform_input: args.uniform_input,
+        min_agreement: args.min_agreement,
     })
 }
 
 fn refine_command(
     model: &std::path::Path,
-    props_path: &std::path::Path,
+    props: Option<&std::path::Path>,
     search: SearchArg,
     args: &RefineArgs,
+    out: &std::path::Path,
     quiet: bool,
 ) -> Result<ceg4n::report::RefineReport> {
-    use ceg4n::refine::{accuracy, refine};
-    let options = refine_options(args, search)?;
-    let net = import_path(model)?;
-    let props = ceg4n::data::load_properties(props_path, net.input_len())?;
-    let data = args
-        .data
-        .as_ref()
-        .map(|p| ceg4n::data::Dataset::load_csv(p, net.input_len()))
-        .transpose()?;
-    let task = ceg4n::task::Task::new(model, net, props);
+    use ceg4n::pipeline::{refine_model, BoxSource, RefineRequest};
+    let boxes = match (props, &args.data) {
+        (Some(p), _) => {
+            if args.boxes.is_some() || args.radius.is_some() {
+                bail!("--boxes and --radius make boxes from --data; they do not apply with --props");
+            }
+            BoxSource::File(p.to_path_buf())
+        }
+        (None, Some(_)) => BoxSource::FromData(ceg4n::data::DataBoxes {
+            count: args.boxes,
+            radius: args.radius.unwrap_or(ceg4n::data::DEFAULT_DATA_BOX_RADIUS),
+            seed: args.seed,
+        }),
+        (None, None) => bail!("give --props FILE (the boxes to prove) or --data CSV (boxes are made around its rows)"),
+    };
+    if args.data.is_none() && !quiet {
+        eprintln!("note: without --data nothing but the boxes constrains accuracy; give a labelled CSV to keep the model's accuracy (--min-agreement)");
+    }
+    let request = RefineRequest {
+        model,
+        boxes,
+        data: args.data.as_deref(),
+        options: refine_options(args, search)?,
+        out,
+    };
     let progress = RefineProgress {
         bar: std::sync::Mutex::new(None),
         quiet,
     };
-    let refinement = refine(&task, &options, &progress)?;
+    let report = refine_model(&request, &progress)?;
     if let Some(bar) = progress
         .bar
         .lock()
@@ -1228,23 +1264,6 @@ fn refine_command(
         .take()
     {
         bar.finish_and_clear();
-    }
-    let accuracy = match (&data, &refinement.config) {
-        (Some(d), Some(c)) => Some(accuracy(&task, c, d)?),
-        _ => None,
-    };
-    let mut report = ceg4n::report::RefineReport::new(
-        &task,
-        props_path,
-        options.search,
-        args.seed,
-        &options.verify,
-        &refinement,
-        accuracy,
-        (args.per_channel, args.uniform_input),
-    )?;
-    if let (Some(d), Some(c)) = (&data, &refinement.config) {
-        report.accuracy_curve = ceg4n::refine::uniform_curve(&task, c, d)?;
     }
     Ok(report)
 }
@@ -1375,7 +1394,17 @@ fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared>
                 );
             }
             let props = ceg4n::data::load_properties(&report.props, net.input_len())?;
-            let task = ceg4n::task::Task::new(&report.model, net, props);
+            // The calibration the network was verified with (boxes and data rows).
+            let task = match &report.calibration {
+                Some(cal) => ceg4n::task::Task::with_calibration(
+                    &report.model,
+                    net,
+                    props,
+                    None,
+                    cal.clone(),
+                ),
+                None => ceg4n::task::Task::new(&report.model, net, props),
+            };
             let mut boxes: Vec<CertifiedBox> = report
                 .boxes
                 .iter()
@@ -1591,7 +1620,7 @@ fn hil_command(
 /// `ceg4n run`: refine, generate, run on QEMU, count instructions, report.
 fn run_command(
     model: &std::path::Path,
-    props: &std::path::Path,
+    props: Option<&std::path::Path>,
     args: &RefineArgs,
     board: &ceg4n::board::Board,
     out: &std::path::Path,
@@ -1609,7 +1638,7 @@ fn run_command(
         }
     };
     step("refine: search bit-widths and prove every box");
-    let mut report = refine_command(model, props, SearchArg::Default, args, quiet)?;
+    let mut report = refine_command(model, props, SearchArg::Default, args, out, quiet)?;
     let report_path = report.write(out)?;
     if report.config().is_none() {
         write_reports(&report, out)?;

@@ -85,7 +85,7 @@ pub fn check_bits(bits: u32, what: &str) -> Result<()> {
 }
 
 /// The largest magnitudes seen (or proven) at the input and after every layer.
-#[derive(Clone, Debug, PartialEq, Serialize)]
+#[derive(Clone, Debug, PartialEq, Serialize, serde::Deserialize)]
 pub struct Calibration {
     /// Largest |x| of each raw input feature.
     pub input_max_abs: Vec<f64>,

@@ -7,9 +7,10 @@ use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::quantize::QuantConfig;
+use crate::quantize::{Calibration, QuantConfig};
 use crate::refine::{
     Accuracy, CurvePoint, ExcludedBox, FoundCounterexample, Refinement, Round, Search,
+    SetAsideRow, StopReason,
 };
 use crate::task::Task;
 use crate::verify::{BoxVerdict, Decision, Equivalence, Status, VerifyOptions};
@@ -44,8 +45,15 @@ pub struct RefineReport {
     pub model: PathBuf,
     /// SHA-256 of the model file.
     pub model_sha256: String,
-    /// The property file (boxes) as given.
+    /// The property file (boxes) as given, or the one refine wrote from the data.
     pub props: PathBuf,
+    /// The data file (`--data`) as given, if any.
+    #[serde(default)]
+    pub data: Option<PathBuf>,
+    /// The activation ranges the network was quantized with (boxes and data rows), so that
+    /// `generate` rebuilds exactly the verified network.
+    #[serde(default)]
+    pub calibration: Option<Calibration>,
     /// `default` or `ga`.
     pub search: String,
     /// The seed.
@@ -76,7 +84,8 @@ pub struct RefineReport {
     pub proved: usize,
     /// Ids of boxes not proved at the reported configuration.
     pub unproved: Vec<String>,
-    /// Every box except the `excluded` ones proved at exactly the reported configuration.
+    /// Every claimed box proved at exactly the reported configuration, and (with data) the
+    /// fidelity floor met. Not claimed: the `excluded` boxes and the `unknown` ones.
     pub verified: bool,
     /// Boxes no configuration up to 16 bits can be proved on, left out with a witness point:
     /// the float decision boundary crosses them (no quantized network, constant on each input
@@ -94,9 +103,15 @@ pub struct RefineReport {
     pub screened: usize,
     /// Wall-clock seconds.
     pub seconds: f64,
-    /// Why the loop stopped.
+    /// Why the loop stopped, in words.
     pub stop_reason: String,
-    /// Test accuracy, when `--data` was given.
+    /// Why the loop stopped.
+    #[serde(default)]
+    pub stop: Option<StopReason>,
+    /// Data rows the fidelity floor does not count, each with the reason.
+    #[serde(default)]
+    pub rows_set_aside: Vec<SetAsideRow>,
+    /// Test accuracy and agreement with the float network, when `--data` was given.
     pub accuracy: Option<Accuracy>,
     /// Seconds allowed per box.
     pub timeout_seconds: f64,
@@ -155,6 +170,7 @@ impl RefineReport {
     pub fn new(
         task: &Task,
         props_path: &Path,
+        data_path: Option<&Path>,
         search: Search,
         seed: u64,
         verify: &VerifyOptions,
@@ -174,6 +190,8 @@ impl RefineReport {
             model: task.model_path.clone(),
             model_sha256: sha256_file(&task.model_path)?,
             props: props_path.to_path_buf(),
+            data: data_path.map(Path::to_path_buf),
+            calibration: Some(task.calibration.clone()),
             search: match search {
                 Search::Descent => "default",
                 Search::Genetic => "ga",
@@ -209,7 +227,9 @@ impl RefineReport {
             verifier_calls: refinement.verifier_calls,
             screened: refinement.screened,
             seconds: refinement.seconds,
-            stop_reason: refinement.stop_reason.clone(),
+            stop_reason: refinement.stop.to_string(),
+            stop: Some(refinement.stop),
+            rows_set_aside: refinement.rows_set_aside.clone(),
             accuracy,
             timeout_seconds: verify.timeout.as_secs_f64(),
             accuracy_curve: Vec::new(),

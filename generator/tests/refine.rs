@@ -33,6 +33,7 @@ fn options(search: Search, seed: u64) -> RefineOptions {
         jobs: 2,
         per_channel: None,
         uniform_input: false,
+        min_agreement: ceg4n::refine::DEFAULT_MIN_AGREEMENT,
     }
 }
 
@@ -45,7 +46,7 @@ fn a_verified_result_is_proved_again_from_scratch_at_the_reported_bits() {
     let task = iris_task("iris_props.json");
     for search in [Search::Descent, Search::Genetic] {
         let r = run(&task, search, 1);
-        assert!(r.verified, "{search:?}: {}", r.stop_reason);
+        assert!(r.verified, "{search:?}: {:?}", r.stop);
         assert!(r.excluded.is_empty());
         let config = r.config.clone().unwrap();
         assert!(config.weight_bits.iter().all(|b| *b < 16), "{config:?}");
@@ -115,6 +116,6 @@ fn boxes_the_float_boundary_crosses_are_excluded_with_a_witness() {
         }
     }
     // The remaining boxes are proved.
-    assert!(r.verified, "{}", r.stop_reason);
+    assert!(r.verified, "{:?}", r.stop);
     assert_eq!(r.boxes.len() + r.excluded.len(), task.props.len());
 }

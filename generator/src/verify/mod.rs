@@ -144,6 +144,17 @@ pub struct VerifyOptions {
     pub timeout: Duration,
     /// Random points tried per box before the solver.
     pub samples: usize,
+    /// No solver work past this instant (a refinement's `--time-limit`): a box started later,
+    /// or cut short by it, is unknown.
+    pub deadline: Option<Instant>,
+}
+
+impl VerifyOptions {
+    /// When work started at `start` must end: its time-out, or the overall deadline if sooner.
+    pub fn deadline_from(&self, start: Instant) -> Instant {
+        let own = start + self.timeout;
+        self.deadline.map_or(own, |d| d.min(own))
+    }
 }
 
 impl Default for VerifyOptions {
@@ -153,6 +164,7 @@ impl Default for VerifyOptions {
             decision: Decision::ArgMax,
             timeout: Duration::from_secs(60),
             samples: 256,
+            deadline: None,
         }
     }
 }
@@ -194,7 +206,12 @@ pub fn verify_box(
         queries: std::cell::Cell::new(0),
         float_constant: std::cell::Cell::new(None),
     };
-    let outcome = region.decide(lower, upper, 0, start + options.timeout);
+    let deadline = options.deadline_from(start);
+    if Instant::now() >= deadline {
+        let reason = "the time limit was reached before the solver could start".to_string();
+        return verdict(Status::Unknown, 0, None, Some(reason));
+    }
+    let outcome = region.decide(lower, upper, 0, deadline);
     let queries = region.queries.get();
     match outcome {
         Outcome::Proved => verdict(Status::Proved, queries, None, None),
@@ -252,7 +269,7 @@ pub fn float_class_change(
     }
     let fb = float_bounds(net, lower, upper);
     let diff = decision.orient_differences(float_logit_differences(net, &fb));
-    let deadline = Instant::now() + options.timeout;
+    let deadline = options.deadline_from(Instant::now());
     let mut solver = RivalSolver::float(net, lower, upper, &fb, decision);
     (0..diff.len())
         .filter(|j| *j != k && diff[*j][k] >= 0.0)
@@ -982,10 +999,19 @@ fn falsify(
 
 /// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
 pub fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &VerifyOptions) -> bool {
-    let float = net.logits(x);
+    violates_given(&net.logits(x), quantized, x, options)
+}
+
+/// [`violates`] with the float network's logits at `x` already computed.
+pub fn violates_given(
+    float: &[f64],
+    quantized: Quantized,
+    x: &[f64],
+    options: &VerifyOptions,
+) -> bool {
     let q = quantized.logits(x);
     match options.equivalence {
-        Equivalence::Top1 => options.decision.pick(&float) != q.class(options.decision),
+        Equivalence::Top1 => options.decision.pick(float) != q.class(options.decision),
         Equivalence::Epsilon(eps) => float
             .iter()
             .zip(quantized.dequantized(&q))
