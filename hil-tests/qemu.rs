@@ -140,6 +140,7 @@ fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
                 status: "hil test".into(),
             }],
             tool_version: env!("CARGO_PKG_VERSION").into(),
+            fidelity: None,
         },
         vectors: case.vectors.clone(),
     }

@@ -87,6 +87,18 @@ pub struct Certificate {
     pub boxes: Vec<CertifiedBox>,
     /// ceg4n version.
     pub tool_version: String,
+    /// Agreement with the float network on the user's data and the floor it met (refine
+    /// with `--data`), else `None`: nothing but the boxes constrained accuracy.
+    pub fidelity: Option<Fidelity>,
+}
+
+/// What the certificate says about accuracy on the user's data.
+#[derive(Clone, Debug, Serialize)]
+pub struct Fidelity {
+    /// The data file's name.
+    pub data: String,
+    /// Accuracy, agreement and the floor.
+    pub accuracy: crate::refine::Accuracy,
 }
 
 /// One test vector: a quantized input and the host model's logits there.

@@ -84,7 +84,7 @@ fn accuracy_plot(report: &RefineReport) -> Result<Option<String>> {
         root.fill(&WHITE).map_err(plot_error)?;
         let mut chart = ChartBuilder::on(&root)
             .caption(
-                "Test accuracy vs weight storage (grey: uniform, red: ceg4n, dashed: float)",
+                "Test accuracy vs storage (grey: uniform, red: ceg4n, dashed: float, dotted: floor)",
                 ("sans-serif", 16),
             )
             .margin(12)
@@ -122,6 +122,17 @@ fn accuracy_plot(report: &RefineReport) -> Result<Option<String>> {
                 6,
                 4,
                 BLUE.stroke_width(1),
+            ))
+            .map_err(plot_error)?;
+        // The fidelity floor in accuracy terms: agreeing with the float network on at least
+        // `min_agreement` of the rows keeps accuracy at least this high.
+        let floor = acc.float - (1.0 - acc.min_agreement);
+        chart
+            .draw_series(DashedLineSeries::new(
+                vec![(0.0, floor), (max_storage * 1.05, floor)],
+                2,
+                3,
+                RED.mix(0.7).stroke_width(1),
             ))
             .map_err(plot_error)?;
         chart
@@ -200,6 +211,24 @@ pub fn render(report: &RefineReport) -> Result<String> {
     } else {
         "<span class=bad>not verified</span>"
     };
+    // Accuracy belongs beside the verdict: a proof is worth something only if the model is
+    // still the one the user wanted.
+    let fidelity = report.accuracy.map_or(
+        " No data was given: nothing but the boxes constrains accuracy.".to_string(),
+        |a| {
+            format!(
+                " <span class={}>Agreement with the float network {:.3} on {} data rows (floor {}{})</span>; \
+                 test accuracy float {:.3}, ceg4n {:.3}.",
+                if a.floor_met { "ok" } else { "bad" },
+                a.agreement,
+                a.rows,
+                a.min_agreement,
+                if a.floor_met { ", met" } else { ", NOT met" },
+                a.float,
+                a.quantized
+            )
+        },
+    );
     let _ = write!(
         html,
         "<!doctype html><html><head><meta charset=utf-8><title>ceg4n report: {model}</title>\
@@ -207,7 +236,7 @@ pub fn render(report: &RefineReport) -> Result<String> {
          table{{border-collapse:collapse}}td,th{{border:1px solid #ccc;padding:.2em .6em;text-align:left}}\
          .ok{{color:#1a7f37;font-weight:bold}}.bad{{color:#c62828;font-weight:bold}}\
          figure{{margin:1em 0}}</style></head><body>\
-         <h1>ceg4n: {model}</h1><p>{verdict} &mdash; {} of {} boxes proved at exactly these bits{}.</p><table>",
+         <h1>ceg4n: {model}</h1><p>{verdict} &mdash; {} of {} boxes proved at exactly these bits{}{}.{fidelity}</p><table>",
         report.proved,
         report.boxes.len(),
         if report.excluded.is_empty() {
@@ -216,6 +245,14 @@ pub fn render(report: &RefineReport) -> Result<String> {
             format!(
                 "; {} box(es) excluded: no configuration up to 16 bits can be proved there",
                 report.excluded.len()
+            )
+        },
+        if report.unproved.is_empty() || !report.verified {
+            String::new()
+        } else {
+            format!(
+                "; not claimed (undecided within the time-out): {}",
+                escape(&report.unproved.join(", "))
             )
         }
     );
@@ -257,6 +294,28 @@ pub fn render(report: &RefineReport) -> Result<String> {
                 "float {:.3} / ceg4n {:.3} / uniform {}-bit {:.3}",
                 a.float, a.quantized, a.uniform_bits, a.uniform_baseline
             ),
+        );
+        row(
+            "agreement with the float network",
+            format!(
+                "{:.4} of {} rows ({:.4} of the rows counted); floor {}: {}",
+                a.agreement,
+                a.rows,
+                a.agreement_counted,
+                a.min_agreement,
+                if a.floor_met { "met" } else { "NOT met" }
+            ),
+        );
+    }
+    if !report.rows_set_aside.is_empty() {
+        let rows: Vec<String> = report
+            .rows_set_aside
+            .iter()
+            .map(|r| r.row.to_string())
+            .collect();
+        row(
+            "data rows set aside",
+            format!("{} ({})", rows.join(", "), crate::refine::SET_ASIDE_REASON),
         );
     }
     row(

@@ -12,6 +12,7 @@ pub mod html_report;
 pub mod int_model;
 pub mod ir;
 pub mod onnx_import;
+pub mod parallel;
 pub mod pipeline;
 pub mod quantize;
 pub mod refine;

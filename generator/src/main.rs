@@ -1328,6 +1328,11 @@ fn print_refine_summary(r: &ceg4n::report::RefineReport) {
         r.boxes.len(),
         if r.unproved.is_empty() {
             String::new()
+        } else if r.verified {
+            format!(
+                " (undecided within the time-out, not claimed: {})",
+                r.unproved.join(", ")
+            )
         } else {
             format!(" (not proved: {})", r.unproved.join(", "))
         },
@@ -1342,6 +1347,21 @@ fn print_refine_summary(r: &ceg4n::report::RefineReport) {
         println!(
             "test accuracy: float {:.4}, ceg4n {:.4}, uniform {}-bit baseline {:.4}",
             a.float, a.quantized, a.uniform_bits, a.uniform_baseline
+        );
+        println!(
+            "agreement with the float network: {:.4} of {} rows (floor {}: {})",
+            a.agreement,
+            a.rows,
+            a.min_agreement,
+            if a.floor_met { "met" } else { "NOT met" }
+        );
+    }
+    if !r.rows_set_aside.is_empty() {
+        let rows: Vec<String> = r.rows_set_aside.iter().map(|s| s.row.to_string()).collect();
+        println!(
+            "rows set aside ({}; not counted by the floor): {}",
+            ceg4n::refine::SET_ASIDE_REASON,
+            rows.join(", ")
         );
     }
 }
@@ -1433,6 +1453,10 @@ fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared>
                 verified: report.verified,
                 boxes,
                 tool_version: env!("CARGO_PKG_VERSION").into(),
+                fidelity: report.accuracy.map(|accuracy| ceg4n::codegen::Fidelity {
+                    data: report.data.as_deref().map_or("-".into(), file_name),
+                    accuracy,
+                }),
             };
             (task, config, certificate, extra)
         }
@@ -1459,6 +1483,7 @@ fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared>
                     })
                     .collect(),
                 tool_version: env!("CARGO_PKG_VERSION").into(),
+                fidelity: None,
             };
             (task, config, certificate, Vec::new())
         }

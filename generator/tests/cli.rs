@@ -335,9 +335,67 @@ fn refine_writes_a_report_with_the_documented_keys() {
     assert_eq!(written["verified"], true);
     assert_eq!(written["proved"], 9);
     let acc = &written["accuracy"];
-    for key in ["float", "quantized", "uniform_baseline"] {
+    for key in ["float", "quantized", "uniform_baseline", "agreement"] {
         assert!(acc[key].as_f64().unwrap() > 0.3, "{key}: {acc}");
     }
+    assert_eq!(acc["min_agreement"], 0.99);
+    assert_eq!(acc["floor_met"], true);
+    assert!(acc["agreement"].as_f64().unwrap() >= 0.99, "{acc}");
+    assert!(written["rows_set_aside"].as_array().unwrap().is_empty());
+    assert_eq!(written["stop"], "every_box_proved");
     let report = ceg4n::report::RefineReport::load(&out.path().join("report.json")).unwrap();
     assert!(report.config().is_some());
+}
+
+#[test]
+fn refine_without_props_boxes_data_rows_and_writes_them() {
+    let out = tempfile::tempdir().unwrap();
+    let run = ceg4n(&[
+        "refine",
+        path(&model_file("iris_mlp.onnx")),
+        "--data",
+        path(&model_file("iris_test.csv")),
+        "--boxes",
+        "6",
+        "--out",
+        path(out.path()),
+        "--quiet",
+        "--json",
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    let report: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    let boxes_file = out.path().join("boxes.json");
+    assert_eq!(report["props"], path(&boxes_file));
+    // The written boxes are a CEG4N property file: 6 rows, 2 per float class (iris has 3).
+    let props = ceg4n::data::load_properties(&boxes_file, 4).unwrap();
+    assert_eq!(props.len(), 6);
+    let net = ceg4n::onnx_import::import_path(&model_file("iris_mlp.onnx")).unwrap();
+    let mut per_class = [0; 3];
+    for p in &props {
+        per_class[net.classify(&p.x)] += 1;
+        assert!(p.id.starts_with("row "), "{}", p.id);
+    }
+    assert_eq!(per_class, [2, 2, 2]);
+    assert_eq!(report["verified"], true, "{}", report["stop_reason"]);
+    assert!(report["accuracy"]["agreement"].as_f64().unwrap() >= 0.99);
+    // Without --data nothing but the boxes constrains accuracy: said once, on stderr.
+    let run = ceg4n(&[
+        "refine",
+        path(&model_file("iris_mlp.onnx")),
+        "--props",
+        path(&boxes_file),
+        "--out",
+        path(out.path()),
+    ]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert_eq!(
+        run.stderr.matches("nothing but the boxes constrains accuracy").count(),
+        1,
+        "{}",
+        run.stderr
+    );
+    // Neither boxes nor data: one line.
+    let run = ceg4n(&["refine", path(&model_file("iris_mlp.onnx"))]);
+    assert_ne!(run.code, 0);
+    assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }

@@ -35,6 +35,7 @@ fn iris_crate(dir: &std::path::Path, bits: &[u32], act_bits: &[u32]) -> usize {
                 status: "not verified".into(),
             }],
             tool_version: "test".into(),
+            fidelity: None,
         },
         vectors: vectors(&int_net, &task.props[..1], &[], 1),
     };

@@ -119,3 +119,61 @@ fn boxes_the_float_boundary_crosses_are_excluded_with_a_witness() {
     assert!(r.verified, "{:?}", r.stop);
     assert_eq!(r.boxes.len() + r.excluded.len(), task.props.len());
 }
+
+/// The bundled digits model with its 10 boxes around 5 test rows: refined on the boxes alone,
+/// its accuracy collapses; with the test rows as data, the floor holds.
+#[test]
+fn the_fidelity_floor_keeps_accuracy_where_boxes_alone_lose_it() {
+    use ceg4n::data::Dataset;
+    use ceg4n::refine::accuracy;
+    let model = model_file("digits_mlp.onnx");
+    let net = import_path(&model).unwrap();
+    let props = load_properties(&model_file("digits_props.json"), net.input_len()).unwrap();
+    let data = Dataset::load_csv(&model_file("digits_test.csv"), net.input_len()).unwrap();
+    let decision = ceg4n::verify::Decision::ArgMax;
+    let boxes_only = Task::new(&model, net.clone(), props.clone());
+    let r = refine(&boxes_only, &options(Search::Descent, 0), &Silent).unwrap();
+    let a = accuracy(&boxes_only, r.config.as_ref().unwrap(), &data, 0.99, &[], decision).unwrap();
+    assert!(
+        a.agreement < 0.9,
+        "storage-only refinement should lose agreement here (the test is void otherwise): {a:?}"
+    );
+    let with_data = Task::with_data(&model, net, props, Some(data.clone()));
+    let r = refine(&with_data, &options(Search::Descent, 0), &Silent).unwrap();
+    assert!(r.verified, "{:?}", r.stop);
+    let config = r.config.as_ref().unwrap();
+    let a = accuracy(&with_data, config, &data, 0.99, &r.rows_set_aside, decision).unwrap();
+    assert!(a.floor_met && a.agreement_counted >= 0.99, "{a:?}");
+    assert!(a.quantized >= a.float - 0.01, "{a:?}");
+    // A report can never say verified below the floor: at 1.0 every counted row agrees.
+    let mut strict = options(Search::Descent, 0);
+    strict.min_agreement = 1.0;
+    let r = refine(&with_data, &strict, &Silent).unwrap();
+    let a = accuracy(&with_data, r.config.as_ref().unwrap(), &data, 1.0, &r.rows_set_aside, decision)
+        .unwrap();
+    assert_eq!(r.verified, a.floor_met && r.config.is_some(), "{a:?}");
+    if r.verified {
+        assert_eq!(a.agreement_counted, 1.0, "{a:?}");
+    }
+}
+
+/// The search ends with a usable answer: the 8-bit anchor is proved first, and a tiny time
+/// limit still ends with it (or with nothing verified, never with an unproved claim).
+#[test]
+fn the_anchor_is_proved_first_and_time_limits_hold() {
+    let task = iris_task("iris_props.json");
+    let r = run(&task, Search::Descent, 0);
+    let first = &r.rounds[0];
+    assert_eq!(first.weight_bits, vec![8; 3]);
+    assert_eq!(first.activation_bits, vec![8; 2]);
+    assert_eq!(first.proved, task.props.len());
+    let mut tight = options(Search::Descent, 0);
+    tight.time_limit = Duration::from_millis(300);
+    let start = std::time::Instant::now();
+    let r = refine(&task, &tight, &Silent).unwrap();
+    // The limit is on wall time; screening between rounds adds little.
+    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    if r.verified {
+        assert!(r.boxes.iter().all(|b| b.status == Status::Proved));
+    }
+}

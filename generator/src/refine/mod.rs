@@ -305,8 +305,11 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     // Boxes the float decision boundary crosses admit no equivalent quantized network.
     let mut excluded = Vec::new();
     let mut props = Vec::new();
-    for p in &task.props {
-        match verify::float_class_change(net, p, &verify_options) {
+    let changes = crate::parallel::map(&task.props, options.jobs, |p| {
+        verify::float_class_change(net, p, &verify_options)
+    });
+    for (p, change) in task.props.iter().zip(changes) {
+        match change {
             Some(x) => excluded.push(ExcludedBox::new(net, &verify_options, p, &x)),
             None => props.push(p.clone()),
         }
@@ -516,7 +519,11 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
         };
         let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
-        longest_round = longest_round.max(round_start.elapsed().as_secs_f64());
+        // The anchor round predicts no later round: boxes it leaves undecided are not verified
+        // again.
+        if phase != Phase::Anchor {
+            longest_round = longest_round.max(round_start.elapsed().as_secs_f64());
+        }
         rounds.push(Round {
             weight_bits: config.weight_bits.clone(),
             activation_bits: config.act_bits.clone(),
@@ -535,9 +542,11 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
             }
         }
         let mut verdicts = verdicts;
-        if phase == Phase::Anchor {
-            // A box the verifier cannot decide at the conventional widths is reported and
-            // left out of the claim; it does not hold the other boxes back.
+        // Boxes cut short by the time limit were not given their time-out: they stay claimed.
+        let cut_short = Instant::now() >= start + options.time_limit;
+        if phase == Phase::Anchor && !cut_short {
+            // A box the verifier cannot decide within its time-out at the conventional widths
+            // is reported and left out of the claim; it does not hold the other boxes back.
             let (undecided, decided): (Vec<BoxVerdict>, Vec<BoxVerdict>) = verdicts
                 .into_iter()
                 .partition(|v| v.status == Status::Unknown);

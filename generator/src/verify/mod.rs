@@ -1278,27 +1278,11 @@ pub fn verify_boxes_with(
     jobs: usize,
     done: &(dyn Fn(&BoxVerdict) + Sync),
 ) -> Vec<BoxVerdict> {
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::sync::Mutex;
-    let next = AtomicUsize::new(0);
-    let results: Mutex<Vec<Option<BoxVerdict>>> = Mutex::new(vec![None; props.len()]);
-    std::thread::scope(|scope| {
-        for _ in 0..jobs.clamp(1, props.len().max(1)) {
-            scope.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::Relaxed);
-                let Some(prop) = props.get(i) else { break };
-                let verdict = verify_box(net, quantized, reference, prop, options);
-                done(&verdict);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(verdict);
-            });
-        }
-    });
-    results
-        .into_inner()
-        .unwrap_or_else(|e| e.into_inner())
-        .into_iter()
-        .flatten()
-        .collect()
+    crate::parallel::map(props, jobs, |prop| {
+        let verdict = verify_box(net, quantized, reference, prop, options);
+        done(&verdict);
+        verdict
+    })
 }
 
 /// Verifies every box like [`verify_boxes_with`], but boxes that lie inside other boxes after
