@@ -70,8 +70,38 @@ const TEMPLATES: &[(&str, &str)] = &[
 pub struct CertifiedBox {
     /// Box id.
     pub id: String,
-    /// `proved`, `counterexample`, `unknown` or `excluded`.
-    pub status: String,
+    /// What was established.
+    pub status: CertifiedStatus,
+}
+
+/// What a certificate says about one box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum CertifiedStatus {
+    /// Proved at the crate's exact bits.
+    #[serde(rename = "proved")]
+    Proved,
+    /// Refuted at these bits (a replayed counterexample).
+    #[serde(rename = "counterexample")]
+    Counterexample,
+    /// Undecided within the time-out: not claimed.
+    #[serde(rename = "unknown")]
+    Unknown,
+    /// No configuration up to 16 bits can be proved there (see the report).
+    #[serde(rename = "excluded")]
+    Excluded,
+    /// Generated at explicit bits, without a proof.
+    #[serde(rename = "not verified")]
+    NotVerified,
+}
+
+impl From<crate::verify::Status> for CertifiedStatus {
+    fn from(status: crate::verify::Status) -> Self {
+        match status {
+            crate::verify::Status::Proved => CertifiedStatus::Proved,
+            crate::verify::Status::Counterexample => CertifiedStatus::Counterexample,
+            crate::verify::Status::Unknown => CertifiedStatus::Unknown,
+        }
+    }
 }
 
 /// What the certificate in the crate's README states.

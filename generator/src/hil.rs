@@ -39,19 +39,38 @@ pub fn build_firmware(dir: &Path, target_dir: &Path, features: &[&str]) -> Resul
             .unwrap_or("cargo build failed");
         bail!("{}: firmware build failed: {first}", dir.display());
     }
-    let manifest = std::fs::read_to_string(dir.join("Cargo.toml"))?;
-    let name = manifest
-        .lines()
-        .find_map(|l| l.strip_prefix("name = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .context("the firmware Cargo.toml names no package")?;
-    let config = std::fs::read_to_string(dir.join(".cargo/config.toml"))?;
-    let target = config
-        .lines()
-        .find_map(|l| l.strip_prefix("target = \""))
-        .and_then(|l| l.strip_suffix('"'))
-        .context("the firmware .cargo/config.toml names no target")?;
+    let (name, target) = firmware_name_and_target(dir)?;
     Ok(target_dir.join(target).join("release").join(name))
+}
+
+/// The package name (Cargo.toml) and build target (.cargo/config.toml) of a firmware crate.
+fn firmware_name_and_target(dir: &Path) -> Result<(String, String)> {
+    #[derive(serde::Deserialize)]
+    struct Manifest {
+        package: Package,
+    }
+    #[derive(serde::Deserialize)]
+    struct Package {
+        name: String,
+    }
+    #[derive(serde::Deserialize)]
+    struct Config {
+        build: Build,
+    }
+    #[derive(serde::Deserialize)]
+    struct Build {
+        target: String,
+    }
+    let read = |path: PathBuf| -> Result<String> {
+        std::fs::read_to_string(&path).with_context(|| format!("{}: cannot read", path.display()))
+    };
+    let manifest_path = dir.join("Cargo.toml");
+    let manifest: Manifest = toml::from_str(&read(manifest_path.clone())?)
+        .with_context(|| format!("{}: no [package] name", manifest_path.display()))?;
+    let config_path = dir.join(".cargo/config.toml");
+    let config: Config = toml::from_str(&read(config_path.clone())?)
+        .with_context(|| format!("{}: no [build] target", config_path.display()))?;
+    Ok((manifest.package.name, config.build.target))
 }
 
 /// What one QEMU run printed and how it ended.

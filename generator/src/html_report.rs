@@ -7,6 +7,7 @@ use anyhow::{anyhow, Result};
 use plotters::prelude::*;
 
 use crate::report::RefineReport;
+use crate::verify::Status;
 
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 340;
@@ -182,10 +183,10 @@ fn proof_time_plot(report: &RefineReport) -> Result<String> {
             .map_err(plot_error)?;
         chart
             .draw_series(report.boxes.iter().enumerate().map(|(i, b)| {
-                let colour = match b.status.as_str() {
-                    "proved" => RGBColor(40, 160, 70),
-                    "counterexample" => RED,
-                    _ => RGBColor(150, 150, 150),
+                let colour = match b.status {
+                    Status::Proved => RGBColor(40, 160, 70),
+                    Status::Counterexample => RED,
+                    Status::Unknown => RGBColor(150, 150, 150),
                 };
                 let x = i as f64;
                 Rectangle::new([(x + 0.15, 0.0), (x + 0.85, b.seconds)], colour.filled())
@@ -388,7 +389,7 @@ pub fn render(report: &RefineReport) -> Result<String> {
             html,
             "<tr><td>{}</td><td>excluded: {} (float class {} at the centre, {} at {:?})</td><td>-</td></tr>",
             escape(&e.id),
-            escape(&e.reason),
+            escape(&e.reason.to_string()),
             e.centre_class,
             e.witness_class,
             e.witness

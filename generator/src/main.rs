@@ -1134,7 +1134,7 @@ fn bench_refine(
     let names = selected_networks(&suite, only)?;
     if !as_json {
         println!(
-            "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>20}",
+            "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8} {:>20} {:>6}",
             "network",
             "search",
             "bits",
@@ -1146,7 +1146,8 @@ fn bench_refine(
             "rounds",
             "calls",
             "seconds",
-            "acc float/ours/unif"
+            "acc float/ours/unif",
+            "agree"
         );
     }
     let mut rows = Vec::new();
@@ -1162,7 +1163,7 @@ fn bench_refine(
                         .join(",")
                 };
                 println!(
-                    "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8.2} {:>20}",
+                    "{:<16} {:<7} {:<10} {:<8} {:>3} {:>8} {:>8} {:>9} {:>6} {:>6} {:>8.2} {:>20} {:>6}",
                     row.network,
                     row.search,
                     join(&row.weight_bits),
@@ -1184,6 +1185,11 @@ fn bench_refine(
                     row.accuracy.map_or("-".into(), |a| format!(
                         "{:.3}/{:.3}/{:.3}",
                         a.float, a.quantized, a.uniform_baseline
+                    )),
+                    row.accuracy.map_or("-".into(), |a| format!(
+                        "{:.3}{}",
+                        a.agreement,
+                        if a.floor_met { "" } else { "!" }
                     )),
                 );
             }
@@ -1430,12 +1436,12 @@ fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared>
                 .iter()
                 .map(|b| CertifiedBox {
                     id: b.id.clone(),
-                    status: b.status.clone(),
+                    status: b.status.into(),
                 })
                 .collect();
             boxes.extend(report.excluded.iter().map(|e| CertifiedBox {
                 id: e.id.clone(),
-                status: "excluded".into(),
+                status: ceg4n::codegen::CertifiedStatus::Excluded,
             }));
             let extra: Vec<(String, Vec<f64>)> = report
                 .counterexamples
@@ -1479,7 +1485,7 @@ fn prepare_crate(source: &CrateSource, name: Option<String>) -> Result<Prepared>
                     .iter()
                     .map(|p| CertifiedBox {
                         id: p.id.clone(),
-                        status: "not verified".into(),
+                        status: ceg4n::codegen::CertifiedStatus::NotVerified,
                     })
                     .collect(),
                 tool_version: env!("CARGO_PKG_VERSION").into(),

@@ -98,3 +98,292 @@ pub fn refine_model(request: &RefineRequest, progress: &dyn Progress) -> Result<
     }
     Ok(report)
 }
+
+/// Bit-widths as the user gives them (one value for every layer, or one per layer), before the
+/// network is known.
+#[derive(Clone, Debug)]
+pub struct BitsSpec {
+    /// Weight bits: one value or one per layer.
+    pub weight_bits: Vec<u32>,
+    /// Hidden activation bits: one value or one per hidden layer.
+    pub act_bits: Vec<u32>,
+    /// Input width.
+    pub input_bits: u32,
+    /// Per-channel weight scales for hidden layers.
+    pub per_channel: bool,
+    /// One input format for all features.
+    pub uniform_input: bool,
+}
+
+impl BitsSpec {
+    /// The configuration for `net`.
+    pub fn config(&self, net: &crate::ir::Network) -> Result<crate::quantize::QuantConfig> {
+        crate::quantize::QuantConfig::for_network(
+            net,
+            &self.weight_bits,
+            &self.act_bits,
+            self.input_bits,
+            self.per_channel,
+            self.uniform_input,
+        )
+    }
+}
+
+/// Where a crate's network and certificate come from.
+#[derive(Clone, Copy, Debug)]
+pub enum CrateSource<'a> {
+    /// A refine report: its bits, its calibration, its proof results as the certificate.
+    Report(&'a RefineReport),
+    /// A model at explicit bits, calibrated on boxes; the certificate says nothing is proved.
+    Model {
+        /// The ONNX model.
+        model: &'a Path,
+        /// The boxes that calibrate the activation ranges (and give test vectors).
+        props: &'a Path,
+        /// The bits.
+        bits: &'a BitsSpec,
+    },
+}
+
+/// Everything a crate is generated from.
+#[derive(Clone, Debug)]
+pub struct Prepared {
+    /// The integer network.
+    pub int_net: crate::int_model::IntNetwork,
+    /// The crate name.
+    pub name: String,
+    /// What the crate's README certifies.
+    pub certificate: crate::codegen::Certificate,
+    /// Test vectors with the host model's logits.
+    pub vectors: Vec<crate::codegen::Vector>,
+}
+
+impl Prepared {
+    /// The crate for `board`.
+    pub fn spec<'a>(&'a self, board: &'a crate::board::Board) -> crate::codegen::CrateSpec<'a> {
+        crate::codegen::CrateSpec {
+            name: self.name.clone(),
+            net: &self.int_net,
+            board,
+            certificate: self.certificate.clone(),
+            vectors: self.vectors.clone(),
+        }
+    }
+}
+
+/// A file's name without its folder.
+pub fn file_name(path: &Path) -> String {
+    path.file_name()
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default()
+}
+
+/// Rebuilds the network a crate is generated from (checking that a report's model did not
+/// change since it was verified), its certificate and its test vectors.
+pub fn prepare_crate(source: CrateSource, name: Option<String>) -> Result<Prepared> {
+    use crate::codegen::{vectors, Certificate, CertifiedBox, CertifiedStatus, Fidelity};
+    use crate::report::sha256_file;
+    let (task, config, certificate, extra) = match source {
+        CrateSource::Report(report) => {
+            let Some(config) = report.config() else {
+                bail!(
+                    "{}: the report has no configuration to generate",
+                    report.model.display()
+                );
+            };
+            let net = import_path(&report.model)?;
+            let sha = sha256_file(&report.model)?;
+            if sha != report.model_sha256 {
+                bail!(
+                    "{}: the model file changed since the report was written (SHA-256 differs); refine again",
+                    report.model.display()
+                );
+            }
+            let props = load_properties(&report.props, net.input_len())?;
+            // The calibration the network was verified with (boxes and data rows).
+            let task = match &report.calibration {
+                Some(cal) => Task::with_calibration(&report.model, net, props, None, cal.clone()),
+                None => Task::new(&report.model, net, props),
+            };
+            let mut boxes: Vec<CertifiedBox> = report
+                .boxes
+                .iter()
+                .map(|b| CertifiedBox {
+                    id: b.id.clone(),
+                    status: b.status.into(),
+                })
+                .collect();
+            boxes.extend(report.excluded.iter().map(|e| CertifiedBox {
+                id: e.id.clone(),
+                status: CertifiedStatus::Excluded,
+            }));
+            let extra: Vec<(String, Vec<f64>)> = report
+                .counterexamples
+                .iter()
+                .map(|c| {
+                    (
+                        format!("counterexample {}", c.box_id),
+                        c.input.iter().map(|v| *v as f64).collect(),
+                    )
+                })
+                .collect();
+            let certificate = Certificate {
+                model: file_name(&report.model),
+                model_sha256: sha,
+                verified: report.verified,
+                boxes,
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                fidelity: report.accuracy.map(|accuracy| Fidelity {
+                    data: report.data.as_deref().map_or("-".into(), file_name),
+                    accuracy,
+                }),
+            };
+            (task, config, certificate, extra)
+        }
+        CrateSource::Model { model, props, bits } => {
+            let net = import_path(model)?;
+            let config = bits.config(&net)?;
+            let props = load_properties(props, net.input_len())?;
+            let task = Task::new(model, net, props);
+            let certificate = Certificate {
+                model: file_name(model),
+                model_sha256: sha256_file(model)?,
+                verified: false,
+                boxes: task
+                    .props
+                    .iter()
+                    .map(|p| CertifiedBox {
+                        id: p.id.clone(),
+                        status: CertifiedStatus::NotVerified,
+                    })
+                    .collect(),
+                tool_version: env!("CARGO_PKG_VERSION").into(),
+                fidelity: None,
+            };
+            (task, config, certificate, Vec::new())
+        }
+    };
+    let int_net = task.quantize(&config)?;
+    let name = match name {
+        Some(n) => n,
+        None => crate_name_for(&task.model_path),
+    };
+    check_crate_name(&name)?;
+    let vectors = vectors(&int_net, &task.props, &extra, VECTOR_SEED);
+    Ok(Prepared {
+        int_net,
+        name,
+        certificate,
+        vectors,
+    })
+}
+
+/// Seed of the random in-box test vectors (fixed: the same report gives the same crate).
+const VECTOR_SEED: u64 = 0xC0DE;
+
+/// The default crate name: the model's file stem, lower case, other characters as '-',
+/// then "-model".
+pub fn crate_name_for(model: &Path) -> String {
+    let stem = model
+        .file_stem()
+        .and_then(|s| s.to_str())
+        .unwrap_or("model")
+        .to_lowercase()
+        .replace(|c: char| !c.is_ascii_alphanumeric(), "-");
+    format!("{stem}-model")
+}
+
+/// A crate name is letters, digits, '-' and '_', not starting with a digit.
+pub fn check_crate_name(name: &str) -> Result<()> {
+    let valid = !name.is_empty()
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '_')
+        && !name.starts_with(|c: char| c.is_ascii_digit());
+    if !valid {
+        bail!("--name {name}: a crate name is letters, digits, '-' and '_', not starting with a digit");
+    }
+    Ok(())
+}
+
+/// What running a verified model on an emulated board found.
+#[derive(Debug)]
+pub struct DeviceRun {
+    /// Device outputs against the host model, vector by vector.
+    pub comparison: crate::hil::Comparison,
+    /// How the QEMU run ended.
+    pub run: crate::hil::QemuRun,
+    /// Instructions per inference (QEMU plugin); an error says why it was not counted.
+    pub bench: Result<crate::hil::DeviceBench>,
+    /// The model's flash and stack measured on the device build; an error says why not.
+    pub measured: Result<crate::hil::MeasuredMemory>,
+    /// The model's memory as generated.
+    pub memory: crate::codegen::Memory,
+}
+
+impl DeviceRun {
+    /// Every vector bit-exact and the firmware's own check passed.
+    pub fn bit_exact(&self) -> bool {
+        self.comparison.passed() && self.run.exit_code == Some(0)
+    }
+}
+
+/// `ceg4n run`'s device half, in memory: generates the crate of a refine report for an
+/// emulated board, runs it under QEMU comparing every output with the host model, counts
+/// instructions, measures memory, and records the summary in `report.device`.
+pub fn run_on_board(
+    report: &mut RefineReport,
+    board: &crate::board::Board,
+    out: &Path,
+) -> Result<DeviceRun> {
+    use std::time::Duration;
+    if board.qemu_machine.is_none() {
+        bail!(
+            "board {} is not emulated; `ceg4n run` runs on a QEMU board (see `ceg4n boards`)",
+            board.name
+        );
+    }
+    let prepared = prepare_crate(CrateSource::Report(report), None)?;
+    let spec = prepared.spec(board);
+    let (comparison, run) = crate::hil::run_model(
+        &spec,
+        out,
+        &out.join("target"),
+        &[],
+        Duration::from_secs(300),
+        false,
+    )?;
+    let bench = crate::hil::build_plugin(&out.join("plugin"))
+        .and_then(|plugin| crate::hil::bench_device(&spec, &out.join("bench"), &plugin));
+    let measured = crate::hil::measure_memory(
+        &spec,
+        Some(board),
+        &out.join("memory"),
+        &out.join("target"),
+        Duration::from_secs(60),
+    );
+    let memory = spec.memory();
+    let bench_ok = bench.as_ref().ok();
+    let measured_ok = measured.as_ref().ok();
+    report.device = Some(crate::report::DeviceSummary {
+        measured_model_flash_bytes: measured_ok.map(|m| m.model_flash_bytes),
+        measured_stack_bytes: measured_ok.and_then(|m| m.stack_bytes),
+        board: board.name.clone(),
+        core: board.core.clone(),
+        bit_exact: comparison.bit_exact,
+        vectors: comparison.total,
+        instructions_per_inference: bench_ok.map(|b| b.instructions_per_inference),
+        instructions_per_mac: bench_ok.map(|b| b.instructions_per_mac),
+        flash_bytes: bench_ok.map(|b| b.flash_bytes),
+        ram_bytes: bench_ok.map(|b| b.ram_bytes),
+        model_flash_bytes: memory.weight_bytes + memory.parameter_bytes,
+        model_ram_bytes: memory.buffer_bytes,
+    });
+    Ok(DeviceRun {
+        comparison,
+        run,
+        bench,
+        measured,
+        memory,
+    })
+}

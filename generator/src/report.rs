@@ -23,8 +23,8 @@ pub const SCHEMA: &str = "ceg4n-refine/1";
 pub struct BoxResult {
     /// Box id from the property file.
     pub id: String,
-    /// `proved`, `counterexample` or `unknown`.
-    pub status: String,
+    /// The outcome.
+    pub status: Status,
     /// Seconds spent on the box.
     pub seconds: f64,
     /// The counterexample input, if any.
@@ -54,12 +54,12 @@ pub struct RefineReport {
     /// `generate` rebuilds exactly the verified network.
     #[serde(default)]
     pub calibration: Option<Calibration>,
-    /// `default` or `ga`.
-    pub search: String,
+    /// The search strategy.
+    pub search: Search,
     /// The seed.
     pub seed: u64,
-    /// `argmax` or `argmin`.
-    pub decision: String,
+    /// How classes are read off the logits.
+    pub decision: Decision,
     /// Weight bits per layer of the reported configuration (null if no candidate).
     pub weight_bits: Option<Vec<u32>>,
     /// Hidden activation bits per hidden layer.
@@ -192,17 +192,9 @@ impl RefineReport {
             props: props_path.to_path_buf(),
             data: data_path.map(Path::to_path_buf),
             calibration: Some(task.calibration.clone()),
-            search: match search {
-                Search::Descent => "default",
-                Search::Genetic => "ga",
-            }
-            .into(),
+            search,
             seed,
-            decision: match verify.decision {
-                Decision::ArgMax => "argmax",
-                Decision::ArgMin => "argmin",
-            }
-            .into(),
+            decision: verify.decision,
             weight_bits: config.map(|c| c.weight_bits.clone()),
             activation_bits: config.map(|c| c.act_bits.clone()),
             input_bits: config.map(|c| c.input_bits),
@@ -212,10 +204,10 @@ impl RefineReport {
             paper_storage_bits: storage.map(|s| s.paper_storage_bits),
             activation_storage_bits: storage.map(|s| s.activation_bits),
             float32_storage_bits: 32 * task.net.param_count() as u64,
-            proved: boxes.iter().filter(|b| b.status == "proved").count(),
+            proved: boxes.iter().filter(|b| b.status == Status::Proved).count(),
             unproved: boxes
                 .iter()
-                .filter(|b| b.status != "proved")
+                .filter(|b| b.status != Status::Proved)
                 .map(|b| b.id.clone())
                 .collect(),
             boxes,
@@ -286,12 +278,7 @@ impl RefineReport {
 fn box_result(v: &BoxVerdict) -> BoxResult {
     BoxResult {
         id: v.id.clone(),
-        status: match v.status {
-            Status::Proved => "proved",
-            Status::Counterexample => "counterexample",
-            Status::Unknown => "unknown",
-        }
-        .into(),
+        status: v.status,
         seconds: v.seconds,
         counterexample: v.counterexample.as_ref().map(|c| c.input.clone()),
         decided_by: v.decided_by.clone(),

@@ -32,7 +32,7 @@ fn iris_crate(dir: &std::path::Path, bits: &[u32], act_bits: &[u32]) -> usize {
             verified: false,
             boxes: vec![CertifiedBox {
                 id: "1.0".into(),
-                status: "not verified".into(),
+                status: ceg4n::codegen::CertifiedStatus::NotVerified,
             }],
             tool_version: "test".into(),
             fidelity: None,

@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use ceg4n::data::load_properties;
 use ceg4n::onnx_import::import_path;
-use ceg4n::refine::{refine, RefineOptions, Refinement, Search, Silent};
+use ceg4n::refine::{refine, ExclusionReason, RefineOptions, Refinement, Search, Silent};
 use ceg4n::task::Task;
 use ceg4n::verify::{verify_boxes, Quantized, Status, VerifyOptions};
 use common::*;
@@ -99,7 +99,7 @@ fn boxes_the_float_boundary_crosses_are_excluded_with_a_witness() {
         assert_eq!(task.net.classify(&prop.x), e.centre_class);
         if e.witness_class == e.centre_class {
             // Excluded because even the widest integer network disagrees at the witness.
-            assert!(e.reason.contains("16 bits"), "{}", e.reason);
+            assert_eq!(e.reason, ExclusionReason::WidestDisagrees);
             let widest = ceg4n::quantize::QuantConfig::for_network(
                 &task.net,
                 &[16],
@@ -112,7 +112,7 @@ fn boxes_the_float_boundary_crosses_are_excluded_with_a_witness() {
             let int_net = task.quantize(&widest).unwrap();
             assert_ne!(int_net.classify(&x), e.witness_class, "{}", e.id);
         } else {
-            assert!(e.reason.contains("boundary"), "{}", e.reason);
+            assert_eq!(e.reason, ExclusionReason::FloatBoundary);
         }
     }
     // The remaining boxes are proved.

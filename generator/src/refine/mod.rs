@@ -41,13 +41,14 @@ use crate::task::Task;
 use crate::verify::{self, BoxVerdict, Quantized, Status, VerifyOptions};
 use screen::Screen;
 
-/// How candidates are proposed.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+/// How candidates are proposed (named `default` and `ga` on the command line and in reports).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub enum Search {
-    /// Per-width bisection over a screen set with sampled points (ours).
+    /// The anchor, then per-width descent over a screen set with sampled points (ours).
+    #[serde(rename = "default")]
     Descent,
     /// The CEG4N artifact's (1+2) evolutionary algorithm.
+    #[serde(rename = "ga")]
     Genetic,
 }
 
@@ -151,14 +152,43 @@ pub struct ExcludedBox {
     /// The float class there.
     pub witness_class: usize,
     /// Why no configuration can be proved on the box.
-    #[serde(default)]
-    pub reason: String,
+    pub reason: ExclusionReason,
+}
+
+/// Why no configuration up to 16 bits can be proved on a box.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExclusionReason {
+    /// The float network's class changes inside the box (at the witness): no quantized
+    /// network, constant on each input quantization cell, can be equivalent there.
+    #[serde(alias = "the float decision boundary crosses the box")]
+    FloatBoundary,
+    /// Even the widest (16-bit) integer networks disagree with the float one at the witness.
+    #[serde(alias = "even at 16 bits the integer network disagrees with the float one at the witness")]
+    WidestDisagrees,
+}
+
+impl std::fmt::Display for ExclusionReason {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ExclusionReason::FloatBoundary => f.write_str("the float decision boundary crosses the box"),
+            ExclusionReason::WidestDisagrees => write!(
+                f,
+                "even at {MAX_BITS} bits the integer network disagrees with the float one at the witness"
+            ),
+        }
+    }
 }
 
 impl ExcludedBox {
     /// The exclusion of `prop` with the witness `x`: the float class changes at `x`, or even
     /// the widest integer network disagrees with the float one there.
-    pub(crate) fn new(net: &Network, options: &VerifyOptions, prop: &Property, x: &[f64]) -> ExcludedBox {
+    pub(crate) fn new(
+        net: &Network,
+        options: &VerifyOptions,
+        prop: &Property,
+        x: &[f64],
+    ) -> ExcludedBox {
         let centre_class = options.decision.pick(&net.logits(&prop.x));
         let witness_class = options.decision.pick(&net.logits(x));
         ExcludedBox {
@@ -167,9 +197,9 @@ impl ExcludedBox {
             witness_class,
             witness: x.iter().map(|v| *v as f32).collect(),
             reason: if witness_class != centre_class {
-                "the float decision boundary crosses the box".into()
+                ExclusionReason::FloatBoundary
             } else {
-                format!("even at {MAX_BITS} bits the integer network disagrees with the float one at the witness")
+                ExclusionReason::WidestDisagrees
             },
         }
     }
@@ -611,6 +641,11 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
         screen.rejected.insert(genes);
         if phase == Phase::Search && refuted {
             refuted_rounds += 1;
+        }
+        // The search's proposal was too far from anything the verifier can decide in time:
+        // approach it from the best proof instead, one width at a time.
+        if phase == Phase::Search && !refuted && best.is_some() {
+            phase = Phase::Lowering;
         }
     };
     let verified = best.is_some();

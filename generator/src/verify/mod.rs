@@ -25,7 +25,7 @@ use encode::{encode_float, float_picks, input_vars};
 pub use quantized::{Quantized, QuantizedLogits};
 
 /// The outcome for one box.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Every input of the box gets the same class from both networks.
@@ -57,8 +57,30 @@ pub struct Counterexample {
     /// `false`: the solver's exact witness lies so close to a decision boundary that rounding
     /// it to f32 loses the disagreement; the property is still false in exact arithmetic.
     pub reproduces_in_f32: bool,
-    /// How it was found: "sampling" or "solver".
-    pub found_by: &'static str,
+    /// How it was found.
+    pub found_by: FoundBy,
+}
+
+impl std::fmt::Display for Status {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Status::Proved => "proved",
+            Status::Counterexample => "counterexample",
+            Status::Unknown => "unknown",
+        })
+    }
+}
+
+/// How a counterexample was found.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FoundBy {
+    /// Random or corner points of the box.
+    Sampling,
+    /// A z3 model (rounded to f32 and replayed).
+    Solver,
+    /// A z3 model, then a local search near it.
+    SolverAndSearch,
 }
 
 /// The verdict on one box.
@@ -82,7 +104,7 @@ pub struct BoxVerdict {
 }
 
 /// How a class is read off the logits (ties go to the lowest index either way).
-#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Decision {
     /// The largest logit (classifiers).
@@ -461,7 +483,7 @@ impl Region<'_> {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
+                    let ce = replay(net, quantized, self.reference, &x, FoundBy::Solver, self.options);
                     return Outcome::Counterexample(ce);
                 }
             }
@@ -583,7 +605,7 @@ impl Region<'_> {
                     return Some(self.split_or(lower, upper, depth, deadline, reason))
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, "solver", self.options);
+                    let ce = replay(net, quantized, self.reference, &x, FoundBy::Solver, self.options);
                     return Some(Outcome::Counterexample(ce));
                 }
             }
@@ -603,7 +625,7 @@ impl Region<'_> {
         relaxed_only: bool,
     ) -> Option<Counterexample> {
         let (net, quantized) = (self.net, self.quantized);
-        let ce = replay(net, quantized, self.reference, x, "solver", self.options);
+        let ce = replay(net, quantized, self.reference, x, FoundBy::Solver, self.options);
         if ce.reproduces_in_f32 || relaxed_only {
             return Some(ce);
         }
@@ -951,7 +973,7 @@ fn falsify(
         if !violates(net, quantized, &p32, options) {
             return None;
         }
-        let ce = replay(net, quantized, reference, &p32, "sampling", options);
+        let ce = replay(net, quantized, reference, &p32, FoundBy::Sampling, options);
         ce.reproduces_in_f32.then_some(ce)
     };
     if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
@@ -1198,7 +1220,7 @@ fn attack(
             if best >= 0.0 {
                 return None;
             }
-            let ce = replay(net, quantized, reference, x, "solver+search", options);
+            let ce = replay(net, quantized, reference, x, FoundBy::SolverAndSearch, options);
             ce.reproduces_in_f32.then_some(ce)
         },
     )
@@ -1213,7 +1235,7 @@ pub fn replay(
     quantized: Quantized,
     reference: Option<&TractReference>,
     x: &[f64],
-    found_by: &'static str,
+    found_by: FoundBy,
     options: &VerifyOptions,
 ) -> Counterexample {
     let decision = options.decision;
