@@ -187,10 +187,9 @@ fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let boards_dir = ceg4n::board::default_dir();
     let cases = cases();
     for board in ["microbit", "lm3s6965evb", "mps2-an386"] {
-        let board = Board::find(&boards_dir, board).unwrap();
+        let board = Board::find(None, board).unwrap();
         for case in &cases {
             let (exact, total, code) = run(case, &board, work.path(), false);
             eprintln!(
@@ -215,7 +214,7 @@ fn a_corrupted_weight_is_caught_on_the_device() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let board = Board::find(None, "mps2-an386").unwrap();
     let iris = &cases()[0];
     let (exact, total, code) = run(iris, &board, work.path(), true);
     assert!(exact < total, "a corrupted weight went unnoticed");
@@ -232,7 +231,7 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
         eprintln!("SKIPPED: no C compiler (cc) to build the QEMU instruction-counting plugin");
         return;
     };
-    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let board = Board::find(None, "mps2-an386").unwrap();
     let digits = &cases()[1];
     let spec = spec(digits, &board);
     let row = ceg4n::hil::bench_device(&spec, &work.path().join("bench"), &plugin).unwrap();
@@ -253,7 +252,7 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
 fn real_board_flashing_when_a_probe_is_named() {
     let board_name = std::env::var("CEG4N_PROBE")
         .expect("set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached");
-    let board = Board::find(&ceg4n::board::default_dir(), &board_name).unwrap();
+    let board = Board::find(None, &board_name).unwrap();
     let work = tempfile::tempdir().unwrap();
     let iris = &cases()[0];
     let spec = spec(iris, &board);
@@ -291,10 +290,9 @@ fn flashing_without_a_probe_fails_with_one_clear_line() {
 #[test]
 fn inference_has_no_panicking_path() {
     let work = tempfile::tempdir().unwrap();
-    let boards_dir = ceg4n::board::default_dir();
     for case in &cases() {
         for board in ["microbit", "mps2-an386"] {
-            let board = Board::find(&boards_dir, board).unwrap();
+            let board = Board::find(None, board).unwrap();
             let spec = spec(case, &board);
             let dir = work.path().join(format!("{}-{}", case.name, board.name));
             spec.write(&dir.join("crate"), true).unwrap();
@@ -400,10 +398,9 @@ fn the_model_memory_is_measured_on_the_device_build() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let boards_dir = ceg4n::board::default_dir();
     let cases = cases();
     for board in ["microbit", "mps2-an386"] {
-        let board = Board::find(&boards_dir, board).unwrap();
+        let board = Board::find(None, board).unwrap();
         for case in &cases {
             let spec = spec(case, &board);
             let computed = spec.memory();

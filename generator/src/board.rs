@@ -1,6 +1,6 @@
 //! Board data files (`boards/*.toml`): one file per board, so adding a board is adding a file.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use anyhow::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
@@ -40,27 +40,21 @@ pub const SUPPORTED_TARGETS: &[&str] = &[
     "thumbv7em-none-eabihf",
 ];
 
-/// The repository's `boards/` folder (the default board directory).
-pub fn default_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../boards")
-}
+/// The board files bundled into the binary at build time (the repository's `boards/`).
+static BUNDLED: include_dir::Dir = include_dir::include_dir!("$CARGO_MANIFEST_DIR/../boards");
 
 impl Board {
-    /// Reads and checks one board file.
-    pub fn load(path: &Path) -> Result<Board> {
-        let text = std::fs::read_to_string(path)
-            .with_context(|| format!("{}: cannot read the board file", path.display()))?;
-        let board: Board = toml::from_str(&text).map_err(|e| {
+    /// Parses and checks one board file's text; `origin` names it in errors.
+    pub fn parse(text: &str, origin: &str) -> Result<Board> {
+        let board: Board = toml::from_str(text).map_err(|e| {
             anyhow::anyhow!(
-                "{}: not a board file ({}); see boards/README.md for the fields",
-                path.display(),
+                "{origin}: not a board file ({}); see boards/README.md for the fields",
                 e.message()
             )
         })?;
         if !SUPPORTED_TARGETS.contains(&board.target.as_str()) {
             bail!(
-                "{}: target {} is not supported; supported: {}",
-                path.display(),
+                "{origin}: target {} is not supported; supported: {}",
                 board.target,
                 SUPPORTED_TARGETS.join(", ")
             );
@@ -68,34 +62,56 @@ impl Board {
         Ok(board)
     }
 
-    /// Every board of `dir`, sorted by name.
-    pub fn all(dir: &Path) -> Result<Vec<Board>> {
+    /// Reads and checks one board file.
+    pub fn load(path: &Path) -> Result<Board> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("{}: cannot read the board file", path.display()))?;
+        Board::parse(&text, &path.display().to_string())
+    }
+
+    /// The bundled boards, then those of `extra` (a folder of board files; a board there
+    /// replaces a bundled one of the same name), sorted by name.
+    pub fn all(extra: Option<&Path>) -> Result<Vec<Board>> {
         let mut boards = Vec::new();
-        let entries = std::fs::read_dir(dir)
-            .with_context(|| format!("{}: cannot read the board directory", dir.display()))?;
-        for entry in entries.filter_map(|e| e.ok()) {
-            let path = entry.path();
-            if path.extension().is_some_and(|e| e == "toml") {
-                boards.push(Board::load(&path)?);
+        for file in BUNDLED.files() {
+            if file.path().extension().is_some_and(|e| e == "toml") {
+                let text = file
+                    .contents_utf8()
+                    .context("a bundled board file is not UTF-8")?;
+                boards.push(Board::parse(
+                    text,
+                    &format!("boards/{}", file.path().display()),
+                )?);
+            }
+        }
+        if let Some(dir) = extra {
+            let entries = std::fs::read_dir(dir)
+                .with_context(|| format!("{}: cannot read the board directory", dir.display()))?;
+            for entry in entries.filter_map(|e| e.ok()) {
+                let path = entry.path();
+                if path.extension().is_some_and(|e| e == "toml") {
+                    let board = Board::load(&path)?;
+                    boards.retain(|b| b.name != board.name);
+                    boards.push(board);
+                }
             }
         }
         boards.sort_by(|a, b| a.name.cmp(&b.name));
         Ok(boards)
     }
 
-    /// The board called `name` in `dir`.
-    pub fn find(dir: &Path, name: &str) -> Result<Board> {
-        let boards = Board::all(dir)?;
+    /// The board called `name` (bundled, or in `extra`).
+    pub fn find(extra: Option<&Path>, name: &str) -> Result<Board> {
+        let boards = Board::all(extra)?;
         match boards.iter().find(|b| b.name == name) {
             Some(b) => Ok(b.clone()),
             None => bail!(
-                "unknown board {name}; known boards: {} (add one as {}/{name}.toml)",
+                "unknown board {name}; known boards: {} (add one with --board-dir DIR holding DIR/{name}.toml)",
                 boards
                     .iter()
                     .map(|b| b.name.as_str())
                     .collect::<Vec<_>>()
                     .join(", "),
-                dir.display()
             ),
         }
     }

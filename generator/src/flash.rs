@@ -5,6 +5,7 @@ use std::path::Path;
 use anyhow::{bail, Context, Result};
 
 use crate::board::Board;
+use crate::Error;
 
 /// The debug probes attached to this machine, as one line each.
 pub fn probes() -> Vec<String> {
@@ -14,6 +15,9 @@ pub fn probes() -> Vec<String> {
         .map(|p| p.to_string())
         .collect()
 }
+
+/// The one-line error when no debug probe is attached.
+pub const NO_PROBE: &str = "no debug probe found (connect one, e.g. an ST-Link, J-Link or CMSIS-DAP probe, and check its USB permissions)";
 
 /// Flashes `elf` onto `board` through the first debug probe and resets the core.
 pub fn flash(board: &Board, elf: &Path) -> Result<String> {
@@ -25,22 +29,20 @@ pub fn flash(board: &Board, elf: &Path) -> Result<String> {
     };
     let probes = probe_rs::probe::list::Lister::new().list_all();
     let Some(info) = probes.first() else {
-        bail!(
-            "no debug probe found (connect one, e.g. an ST-Link, J-Link or CMSIS-DAP probe, and check its USB permissions)"
-        );
+        return Err(Error::Device(NO_PROBE.into()).into());
     };
     let probe = info
         .open()
-        .with_context(|| format!("cannot open the debug probe {info}"))?;
+        .map_err(|e| Error::Device(format!("cannot open the debug probe {info}: {e}")))?;
     let mut session = probe
         .attach(chip.as_str(), probe_rs::Permissions::default())
-        .with_context(|| format!("cannot attach to {chip} through {info}"))?;
+        .map_err(|e| Error::Device(format!("cannot attach to {chip} through {info}: {e}")))?;
     probe_rs::flashing::download_file(
         &mut session,
         elf,
         probe_rs::flashing::ElfLoader(probe_rs::flashing::ElfOptions::default()),
     )
-    .with_context(|| format!("{}: flashing {chip} failed", elf.display()))?;
+    .map_err(|e| Error::Device(format!("{}: flashing {chip} failed: {e}", elf.display())))?;
     session
         .core(0)
         .context("no core 0")?

@@ -11,6 +11,7 @@ use serde::Serialize;
 
 use crate::board::Board;
 use crate::codegen::Vector;
+use crate::Error;
 
 /// Builds the firmware crate in `dir` for its board (release), with `features`; returns the ELF.
 /// `target_dir` lets several firmware builds share compiled dependencies.
@@ -37,7 +38,9 @@ pub fn build_firmware(dir: &Path, target_dir: &Path, features: &[&str]) -> Resul
             .lines()
             .find(|l| l.starts_with("error"))
             .unwrap_or("cargo build failed");
-        bail!("{}: firmware build failed: {first}", dir.display());
+        return Err(
+            Error::Tool(format!("{}: firmware build failed: {first}", dir.display())).into(),
+        );
     }
     let (name, target) = firmware_name_and_target(dir)?;
     Ok(target_dir.join(target).join("release").join(name))
@@ -126,9 +129,9 @@ fn run_qemu_with(
     .stderr(Stdio::piped());
     let start = Instant::now();
     let mut child = cmd.spawn().map_err(|e| {
-        anyhow::anyhow!(
+        Error::Tool(format!(
             "cannot start qemu-system-arm ({e}); install it (apt-get install -y qemu-system-arm)"
-        )
+        ))
     })?;
     let mut stdout = child.stdout.take().context("qemu stdout")?;
     let mut stderr = child.stderr.take().context("qemu stderr")?;
@@ -158,11 +161,12 @@ fn run_qemu_with(
     let stdout = reader.join().unwrap_or_default();
     let errors = error_reader.join().unwrap_or_default();
     if stdout.is_empty() && !timed_out && status.is_some_and(|s| !s.success()) {
-        bail!(
+        return Err(Error::Tool(format!(
             "qemu-system-arm failed on {}: {}",
             elf.display(),
             errors.lines().next().unwrap_or("no message")
-        );
+        ))
+        .into());
     }
     Ok(QemuRun {
         stdout,
@@ -258,10 +262,16 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf> {
         .arg(&source)
         .status()
         .map_err(|e| {
-            anyhow::anyhow!("cannot run cc to build the QEMU plugin ({e}); install gcc")
+            Error::Tool(format!(
+                "cannot run cc to build the QEMU plugin ({e}); install gcc"
+            ))
         })?;
     if !status.success() {
-        bail!("{}: the QEMU plugin did not compile", source.display());
+        return Err(Error::Tool(format!(
+            "{}: the QEMU plugin did not compile",
+            source.display()
+        ))
+        .into());
     }
     Ok(library)
 }

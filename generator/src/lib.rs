@@ -3,8 +3,10 @@
 
 pub mod bench;
 pub mod board;
+pub mod bundled;
 pub mod codegen;
 pub mod data;
+pub mod error;
 pub mod flash;
 pub mod float_model;
 pub mod hil;
@@ -21,3 +23,5 @@ pub mod suite;
 pub mod task;
 pub mod tract_reference;
 pub mod verify;
+
+pub use error::Error;

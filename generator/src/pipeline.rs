@@ -52,7 +52,10 @@ pub fn refine_model(request: &RefineRequest, progress: &dyn Progress) -> Result<
                 bail!("boxes from data need --data (or give --props FILE)");
             };
             if !(spec.radius.is_finite() && spec.radius > 0.0) {
-                bail!("--radius {} must be a positive fraction of each feature's range", spec.radius);
+                bail!(
+                    "--radius {} must be a positive fraction of each feature's range",
+                    spec.radius
+                );
             }
             if spec.count == Some(0) {
                 bail!("--boxes 0: give at least one row to box");
@@ -386,4 +389,214 @@ pub fn run_on_board(
         measured,
         memory,
     })
+}
+
+/// Accuracy of a model on a data file, and of its quantization at given bits.
+#[derive(Debug)]
+pub struct Evaluation {
+    /// Rows evaluated.
+    pub rows: usize,
+    /// Float accuracy (labels: the CSV's, or the class of a property's recorded logits).
+    pub float_accuracy: f64,
+    /// Largest |float logit - recorded logit| (property files only).
+    pub max_abs_diff_vs_reference: Option<f64>,
+    /// The quantized network's figures, when bits were given.
+    pub quantized: Option<QuantizedEvaluation>,
+}
+
+/// A quantized network's figures on the rows of an [`Evaluation`].
+#[derive(Debug)]
+pub struct QuantizedEvaluation {
+    /// The integer network.
+    pub int_net: crate::int_model::IntNetwork,
+    /// Its bits.
+    pub config: crate::quantize::QuantConfig,
+    /// Its accuracy.
+    pub accuracy: f64,
+    /// Fraction of rows where it picks the float network's class.
+    pub agreement: f64,
+}
+
+/// Evaluates `net` on `data_path` (a labelled CSV or a CEG4N property file); with `bits`, also
+/// its quantization, calibrated on `calib_path` (else on the data itself: largest values on
+/// CSV rows, samples of property boxes).
+pub fn evaluate(
+    net: &crate::ir::Network,
+    data_path: &Path,
+    bits: Option<&BitsSpec>,
+    calib_path: Option<&Path>,
+) -> Result<Evaluation> {
+    use crate::data::DataFile;
+    use crate::quantize::Calibration;
+    use anyhow::Context;
+    let features = net.input_len();
+    let data = DataFile::load(data_path, features)?;
+    let (inputs, labels, reference) = match &data {
+        DataFile::Csv(d) => (d.features.clone(), d.labels.clone(), None),
+        DataFile::Properties(props) => {
+            let reference = props
+                .iter()
+                .map(|p| {
+                    p.y.clone().with_context(|| {
+                        format!(
+                            "{}: property {} has no `y` logits to label it",
+                            data_path.display(),
+                            p.id
+                        )
+                    })
+                })
+                .collect::<Result<Vec<_>>>()?;
+            if let Some(bad) = reference.iter().find(|y| y.len() != net.output_len()) {
+                bail!(
+                    "{}: `y` has {} values, the model has {} outputs",
+                    data_path.display(),
+                    bad.len(),
+                    net.output_len()
+                );
+            }
+            let labels = reference.iter().map(|y| ceg4n_runtime::argmax(y)).collect();
+            let inputs = props.iter().map(|p| p.x.clone()).collect();
+            (inputs, labels, Some(reference))
+        }
+    };
+    let n = inputs.len() as f64;
+    let rate = |classify: &dyn Fn(&[f64]) -> usize| {
+        let hits = inputs
+            .iter()
+            .zip(&labels)
+            .filter(|(x, label)| classify(x) == **label)
+            .count();
+        hits as f64 / n
+    };
+    let max_abs_diff_vs_reference = reference.as_ref().map(|refs| {
+        inputs
+            .iter()
+            .zip(refs)
+            .flat_map(|(x, y)| {
+                net.logits(x)
+                    .into_iter()
+                    .zip(y.clone())
+                    .map(|(a, b)| (a - b).abs())
+            })
+            .fold(0.0f64, f64::max)
+    });
+    let calibration_of = |data: &DataFile| match data {
+        DataFile::Csv(d) => Calibration::from_points(net, &d.features),
+        DataFile::Properties(props) => Calibration::from_boxes(net, props),
+    };
+    let quantized = match bits {
+        None => None,
+        Some(bits) => {
+            let config = bits.config(net)?;
+            let calibration = match calib_path {
+                Some(p) => calibration_of(&DataFile::load(p, features)?),
+                None => calibration_of(&data),
+            };
+            let int_net = crate::quantize::quantize(net, &config, &calibration)?;
+            let accuracy = rate(&|x| int_net.classify(x));
+            let agree = inputs
+                .iter()
+                .filter(|x| int_net.classify(x) == net.classify(x))
+                .count();
+            Some(QuantizedEvaluation {
+                int_net,
+                config,
+                accuracy,
+                agreement: agree as f64 / n,
+            })
+        }
+    };
+    Ok(Evaluation {
+        rows: inputs.len(),
+        float_accuracy: rate(&|x| net.classify(x)),
+        max_abs_diff_vs_reference,
+        quantized,
+    })
+}
+
+/// What `verify` found.
+#[derive(Debug)]
+pub struct Verification {
+    /// The bits verified.
+    pub config: crate::quantize::QuantConfig,
+    /// One verdict per box, in the boxes' order.
+    pub verdicts: Vec<crate::verify::BoxVerdict>,
+    /// Wall-clock seconds.
+    pub seconds: f64,
+}
+
+/// Verifies `props` on `model` quantized at `config` (calibrated on the boxes): the integer
+/// network, or with `paper` the CEG4N artifact's fake quantization.
+pub fn verify_model(
+    model: &Path,
+    boxes: &VerifyBoxes,
+    bits: &BitsSpec,
+    paper: bool,
+    options: &crate::verify::VerifyOptions,
+    jobs: usize,
+) -> Result<Verification> {
+    use crate::verify::{verify_boxes, Quantized};
+    let net = import_path(model)?;
+    let config = bits.config(&net)?;
+    let props = boxes.load(net.input_len())?;
+    let task = Task::new(model, net, props);
+    let int_net = task.quantize(&config)?;
+    let paper_net = task.paper_network(&config);
+    let quantized = if paper {
+        Quantized::Paper(&paper_net)
+    } else {
+        Quantized::Integer(&int_net)
+    };
+    let start = std::time::Instant::now();
+    let verdicts = verify_boxes(
+        &task.net,
+        quantized,
+        task.reference.as_ref(),
+        &task.props,
+        options,
+        jobs,
+    );
+    Ok(Verification {
+        config,
+        verdicts,
+        seconds: start.elapsed().as_secs_f64(),
+    })
+}
+
+/// Where `verify` takes its boxes from: a property file, or boxes of `radius` around the rows
+/// of a CSV (clipped to `domain` = [lo, hi] if given).
+#[derive(Clone, Copy, Debug)]
+pub struct VerifyBoxes<'a> {
+    /// A CEG4N property file.
+    pub props: Option<&'a Path>,
+    /// Or a labelled CSV of box centres.
+    pub points: Option<&'a Path>,
+    /// The L-inf radius around `points`.
+    pub radius: Option<f64>,
+    /// LO,HI to clip the boxes around `points` to.
+    pub domain: Option<&'a [f64]>,
+}
+
+impl VerifyBoxes<'_> {
+    /// The boxes, for a model of `features` inputs.
+    pub fn load(&self, features: usize) -> Result<Vec<Property>> {
+        use anyhow::Context;
+        if let Some(p) = self.props {
+            return load_properties(p, features);
+        }
+        let (Some(points), Some(radius)) = (self.points, self.radius) else {
+            bail!("give --props FILE, or --points CSV with --radius R");
+        };
+        if !(radius.is_finite() && radius >= 0.0) {
+            bail!("--radius {radius} must be a non-negative number");
+        }
+        let domain = match self.domain {
+            None => None,
+            Some([lo, hi]) if lo <= hi => Some((*lo, *hi)),
+            Some(d) => bail!("--domain {d:?} must be LO,HI with LO <= HI"),
+        };
+        let data = Dataset::load_csv(points, features)?;
+        crate::data::boxes_around(&data, radius, domain)
+            .with_context(|| points.display().to_string())
+    }
 }

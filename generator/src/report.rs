@@ -9,8 +9,8 @@ use sha2::{Digest, Sha256};
 
 use crate::quantize::{Calibration, QuantConfig};
 use crate::refine::{
-    Accuracy, CurvePoint, ExcludedBox, FoundCounterexample, Refinement, Round, Search,
-    SetAsideRow, StopReason,
+    Accuracy, CurvePoint, ExcludedBox, FoundCounterexample, Refinement, Round, Search, SetAsideRow,
+    StopReason,
 };
 use crate::task::Task;
 use crate::verify::{BoxVerdict, Decision, Equivalence, Status, VerifyOptions};

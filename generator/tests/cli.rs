@@ -389,7 +389,9 @@ fn refine_without_props_boxes_data_rows_and_writes_them() {
     ]);
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert_eq!(
-        run.stderr.matches("nothing but the boxes constrains accuracy").count(),
+        run.stderr
+            .matches("nothing but the boxes constrains accuracy")
+            .count(),
         1,
         "{}",
         run.stderr

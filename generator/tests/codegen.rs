@@ -21,7 +21,7 @@ fn iris_crate(dir: &std::path::Path, bits: &[u32], act_bits: &[u32]) -> usize {
     let task = Task::new(&model, net, props);
     let config = QuantConfig::for_network(&task.net, bits, act_bits, 8, false, false).unwrap();
     let int_net = task.quantize(&config).unwrap();
-    let board = Board::find(&ceg4n::board::default_dir(), "mps2-an386").unwrap();
+    let board = Board::find(None, "mps2-an386").unwrap();
     let spec = CrateSpec {
         name: "iris-snapshot".into(),
         net: &int_net,

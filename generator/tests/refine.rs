@@ -133,7 +133,15 @@ fn the_fidelity_floor_keeps_accuracy_where_boxes_alone_lose_it() {
     let decision = ceg4n::verify::Decision::ArgMax;
     let boxes_only = Task::new(&model, net.clone(), props.clone());
     let r = refine(&boxes_only, &options(Search::Descent, 0), &Silent).unwrap();
-    let a = accuracy(&boxes_only, r.config.as_ref().unwrap(), &data, 0.99, &[], decision).unwrap();
+    let a = accuracy(
+        &boxes_only,
+        r.config.as_ref().unwrap(),
+        &data,
+        0.99,
+        &[],
+        decision,
+    )
+    .unwrap();
     assert!(
         a.agreement < 0.9,
         "storage-only refinement should lose agreement here (the test is void otherwise): {a:?}"
@@ -149,8 +157,15 @@ fn the_fidelity_floor_keeps_accuracy_where_boxes_alone_lose_it() {
     let mut strict = options(Search::Descent, 0);
     strict.min_agreement = 1.0;
     let r = refine(&with_data, &strict, &Silent).unwrap();
-    let a = accuracy(&with_data, r.config.as_ref().unwrap(), &data, 1.0, &r.rows_set_aside, decision)
-        .unwrap();
+    let a = accuracy(
+        &with_data,
+        r.config.as_ref().unwrap(),
+        &data,
+        1.0,
+        &r.rows_set_aside,
+        decision,
+    )
+    .unwrap();
     assert_eq!(r.verified, a.floor_met && r.config.is_some(), "{a:?}");
     if r.verified {
         assert_eq!(a.agreement_counted, 1.0, "{a:?}");
@@ -172,7 +187,11 @@ fn the_anchor_is_proved_first_and_time_limits_hold() {
     let start = std::time::Instant::now();
     let r = refine(&task, &tight, &Silent).unwrap();
     // The limit is on wall time; screening between rounds adds little.
-    assert!(start.elapsed() < Duration::from_secs(5), "{:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        start.elapsed()
+    );
     if r.verified {
         assert!(r.boxes.iter().all(|b| b.status == Status::Proved));
     }

@@ -164,7 +164,9 @@ pub enum ExclusionReason {
     #[serde(alias = "the float decision boundary crosses the box")]
     FloatBoundary,
     /// Even the widest (16-bit) integer networks disagree with the float one at the witness.
-    #[serde(alias = "even at 16 bits the integer network disagrees with the float one at the witness")]
+    #[serde(
+        alias = "even at 16 bits the integer network disagrees with the float one at the witness"
+    )]
     WidestDisagrees,
 }
 
@@ -385,9 +387,7 @@ pub fn refine(task: &Task, options: &RefineOptions, progress: &dyn Progress) -> 
     };
     // The data rows join the screen: the fidelity floor is a constraint of the search.
     let rows_set_aside = match &task.data {
-        Some(data) => {
-            screen.take_rows(&data.features, &per_channel_choices, options.min_agreement)
-        }
+        Some(data) => screen.take_rows(&data.features, &per_channel_choices, options.min_agreement),
         None => Vec::new(),
     };
 

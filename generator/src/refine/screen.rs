@@ -172,7 +172,12 @@ impl Screen<'_> {
     /// Takes the data rows into the screen: rows every widest configuration gets wrong are set
     /// aside (returned, with the reason); of the others, all but `1 - min_agreement` of them
     /// must agree.
-    pub fn take_rows(&mut self, rows: &[Vec<f64>], per_channel: &[u32], min_agreement: f64) -> Vec<SetAsideRow> {
+    pub fn take_rows(
+        &mut self,
+        rows: &[Vec<f64>],
+        per_channel: &[u32],
+        min_agreement: f64,
+    ) -> Vec<SetAsideRow> {
         let widest = self.widest_networks(per_channel);
         let mut set_aside = Vec::new();
         for (i, x) in rows.iter().enumerate() {
@@ -198,5 +203,7 @@ impl Screen<'_> {
 /// The most of `rows` rows that may disagree while agreement stays at least `min_agreement`.
 pub fn allowed_misses(rows: usize, min_agreement: f64) -> usize {
     // The small epsilon keeps e.g. 0.99 * 300 from flooring to 2 through rounding.
-    ((1.0 - min_agreement) * rows as f64 + 1e-9).floor().max(0.0) as usize
+    ((1.0 - min_agreement) * rows as f64 + 1e-9)
+        .floor()
+        .max(0.0) as usize
 }

@@ -215,7 +215,11 @@ fn trade_bits(screen: &mut Screen, current: &mut Vec<u32>) {
 /// The artifact's search: a (1+2) evolutionary algorithm from a random configuration; each
 /// gene of a child is redrawn with probability 1/n; a child replaces the parent when it has no
 /// more screen violations and no more storage. `None` if no consistent configuration was found.
-pub(super) fn evolve(screen: &mut Screen, per_channel: &[u32], rng: &mut impl Rng) -> Option<Vec<u32>> {
+pub(super) fn evolve(
+    screen: &mut Screen,
+    per_channel: &[u32],
+    rng: &mut impl Rng,
+) -> Option<Vec<u32>> {
     // Bit genes, then the per-channel gene.
     let n = screen.template.weight_bits.len() * 2 + 1;
     let draw = |rng: &mut dyn rand::RngCore, g: usize| {

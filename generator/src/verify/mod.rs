@@ -483,7 +483,14 @@ impl Region<'_> {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, FoundBy::Solver, self.options);
+                    let ce = replay(
+                        net,
+                        quantized,
+                        self.reference,
+                        &x,
+                        FoundBy::Solver,
+                        self.options,
+                    );
                     return Outcome::Counterexample(ce);
                 }
             }
@@ -605,7 +612,14 @@ impl Region<'_> {
                     return Some(self.split_or(lower, upper, depth, deadline, reason))
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(net, quantized, self.reference, &x, FoundBy::Solver, self.options);
+                    let ce = replay(
+                        net,
+                        quantized,
+                        self.reference,
+                        &x,
+                        FoundBy::Solver,
+                        self.options,
+                    );
                     return Some(Outcome::Counterexample(ce));
                 }
             }
@@ -625,7 +639,14 @@ impl Region<'_> {
         relaxed_only: bool,
     ) -> Option<Counterexample> {
         let (net, quantized) = (self.net, self.quantized);
-        let ce = replay(net, quantized, self.reference, x, FoundBy::Solver, self.options);
+        let ce = replay(
+            net,
+            quantized,
+            self.reference,
+            x,
+            FoundBy::Solver,
+            self.options,
+        );
         if ce.reproduces_in_f32 || relaxed_only {
             return Some(ce);
         }
@@ -1220,7 +1241,14 @@ fn attack(
             if best >= 0.0 {
                 return None;
             }
-            let ce = replay(net, quantized, reference, x, FoundBy::SolverAndSearch, options);
+            let ce = replay(
+                net,
+                quantized,
+                reference,
+                x,
+                FoundBy::SolverAndSearch,
+                options,
+            );
             ce.reproduces_in_f32.then_some(ce)
         },
     )
