@@ -8,6 +8,9 @@ fn main() {
                 "cargo:warning=libz3 not found in {dir}: run scripts/provision-z3.sh (or `make test`)"
             );
         }
-        println!("cargo:rustc-link-arg=-Wl,-rpath,{dir}");
+        // The real location (.deps/z3 links to it, outside the checkout): the binary keeps
+        // finding libz3 when installed elsewhere or when the checkout moves.
+        let real = std::fs::canonicalize(&dir).map_or(dir, |p| p.display().to_string());
+        println!("cargo:rustc-link-arg=-Wl,-rpath,{real}");
     }
 }

@@ -4,12 +4,28 @@
 # Debian's libz3 (4.8) is too old for z3 0.22 and the crate's `vendored` build takes ~40 min,
 # so we take the shared library that the official PyPI wheel `z3-solver` ships and link against
 # it (.cargo/config.toml points z3-sys at it; generator/build.rs adds the rpath).
+# The library lives outside the checkout (the binary's rpath names it, so an installed ceg4n
+# keeps working when the checkout moves or goes): in $CEG4N_Z3_DIR, by default
+# ~/.local/share/ceg4n/z3-VERSION; .deps/z3 in the checkout is a link to it.
 # Idempotent: does nothing when the library is already in place.
 set -euo pipefail
 Z3_WHEEL_VERSION="${Z3_WHEEL_VERSION:-5.4.1.0}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
-dest="$root/.deps/z3"
+link="$root/.deps/z3"
+dest="${CEG4N_Z3_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ceg4n/z3-$Z3_WHEEL_VERSION}"
+point_link() {
+  mkdir -p "$root/.deps"
+  if [ -e "$link" ] && [ ! -L "$link" ]; then rm -rf "$link"; fi
+  ln -sfn "$dest" "$link"
+}
 if [ -f "$dest/lib/libz3.so" ] && [ "$(cat "$dest/VERSION" 2>/dev/null)" = "$Z3_WHEEL_VERSION" ]; then
+  point_link
+  exit 0
+fi
+mkdir -p "$(dirname "$dest")"
+# An earlier provisioning unpacked into the checkout itself: move it out.
+if [ ! -L "$link" ] && [ -f "$link/lib/libz3.so" ] && [ "$(cat "$link/VERSION" 2>/dev/null)" = "$Z3_WHEEL_VERSION" ]; then
+  rm -rf "$dest" && mv "$link" "$dest" && point_link
   exit 0
 fi
 command -v python3 >/dev/null || { echo "provision-z3: python3 is needed to fetch the z3-solver wheel (apt-get install -y python3 python3-pip)" >&2; exit 1; }
@@ -33,4 +49,5 @@ PY
 echo "$Z3_WHEEL_VERSION" > "$dest.partial/VERSION"
 rm -rf "$dest"
 mv "$dest.partial" "$dest"
-echo "provision-z3: libz3 ready in $dest" >&2
+point_link
+echo "provision-z3: libz3 ready in $dest (linked from .deps/z3)" >&2

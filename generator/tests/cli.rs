@@ -401,3 +401,55 @@ fn refine_without_props_boxes_data_rows_and_writes_them() {
     assert_ne!(run.code, 0);
     assert!(!run.stderr.contains("panicked"), "{}", run.stderr);
 }
+
+#[test]
+fn boards_are_bundled_and_a_board_dir_adds_more() {
+    let elsewhere = tempfile::tempdir().unwrap();
+    let run = |args: &[&str]| {
+        let out = Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+            .args(args)
+            .current_dir(elsewhere.path())
+            .output()
+            .unwrap();
+        (
+            out.status.code(),
+            String::from_utf8_lossy(&out.stdout).into_owned(),
+        )
+    };
+    // From a directory that is not the checkout: the bundled boards are in the binary.
+    let (code, listed) = run(&["boards"]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains("mps2-an386") && listed.contains("microbit"),
+        "{listed}"
+    );
+    let extra = elsewhere.path().join("boards");
+    std::fs::create_dir(&extra).unwrap();
+    std::fs::write(
+        extra.join("my-board.toml"),
+        "name = \"my-board\"\ndescription = \"a test board\"\ncore = \"cortex-m4f\"\ntarget = \"thumbv7em-none-eabihf\"\nflash_origin = 0\nflash_length = 65536\nram_origin = 536870912\nram_length = 16384\nprobe_rs_chip = \"STM32F401CCUx\"\n",
+    )
+    .unwrap();
+    let (code, listed) = run(&["boards", "--board-dir", path(&extra)]);
+    assert_eq!(code, Some(0));
+    assert!(
+        listed.contains("my-board") && listed.contains("mps2-an386"),
+        "{listed}"
+    );
+}
+
+#[test]
+fn exit_codes_tell_bad_input_from_a_failing_tool() {
+    // A real board without a probe: the device is missing (3), not the user's input (2).
+    let out = tempfile::tempdir().unwrap();
+    let run = ceg4n(&[
+        "hil",
+        "--board",
+        "nrf52840-dk",
+        "--report",
+        path(&out.path().join("missing.json")),
+    ]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let run = ceg4n(&["boards", "--board-dir", path(&out.path().join("nope"))]);
+    assert_eq!(run.code, 2, "{}", run.stderr);
+}
