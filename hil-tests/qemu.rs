@@ -279,7 +279,8 @@ fn flashing_without_a_probe_fails_with_one_clear_line() {
         .args(["flash", "--board", "nrf52840-dk", "--crate", "."])
         .output()
         .unwrap();
-    assert_eq!(run.status.code(), Some(2));
+    // A missing device, not bad input: exit code 3.
+    assert_eq!(run.status.code(), Some(3));
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no debug probe found"), "{stderr}");

@@ -600,3 +600,39 @@ impl VerifyBoxes<'_> {
             .with_context(|| points.display().to_string())
     }
 }
+
+/// `ceg4n hil`: generates the crate and its test firmware for an emulated board under `out`,
+/// runs it under QEMU (killed after `timeout`) and compares every device output with the host
+/// model. `corrupt_weight` (test-only) flips a first-layer weight in the firmware: the
+/// comparison must then fail.
+pub fn hil_on_board(
+    source: CrateSource,
+    board: &crate::board::Board,
+    out: &Path,
+    timeout: std::time::Duration,
+    corrupt_weight: bool,
+) -> Result<(crate::hil::Comparison, crate::hil::QemuRun)> {
+    require_emulated(board)?;
+    let prepared = prepare_crate(source, None)?;
+    let spec = prepared.spec(board);
+    let features: &[&str] = if corrupt_weight {
+        &["corrupt-weight"]
+    } else {
+        &[]
+    };
+    crate::hil::run_model(&spec, out, &out.join("target"), features, timeout, false)
+}
+
+/// Fails (a device error) unless QEMU emulates `board`: device results are read back from
+/// emulated boards only.
+pub fn require_emulated(board: &crate::board::Board) -> Result<()> {
+    if board.qemu_machine.is_none() {
+        return Err(crate::Error::Device(format!(
+            "board {} is a real board ({}): flash it with `ceg4n flash`; reading device results back over RTT is not implemented yet; emulated boards: see `ceg4n boards`",
+            board.name,
+            board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
+        ))
+        .into());
+    }
+    Ok(())
+}

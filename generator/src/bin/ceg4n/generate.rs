@@ -89,30 +89,15 @@ pub(crate) fn hil(
     corrupt_weight: bool,
 ) -> Result<ExitCode> {
     let board = Board::find(board_dir, board)?;
-    if board.qemu_machine.is_none() {
-        return Err(ceg4n::Error::Device(format!(
-            "board {} is a real board ({}): flash it with `ceg4n flash`; reading device results back over RTT is not implemented yet; emulated boards: see `ceg4n boards`",
-            board.name,
-            board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
-        ))
-        .into());
-    }
+    ceg4n::pipeline::require_emulated(&board)?;
     let report = source.load_report()?;
     let bits = source.quant.spec();
-    let prepared = prepare_crate(source.source(report.as_ref(), &bits)?, None)?;
-    let spec = prepared.spec(&board);
-    let features: &[&str] = if corrupt_weight {
-        &["corrupt-weight"]
-    } else {
-        &[]
-    };
-    let (comparison, run) = ceg4n::hil::run_model(
-        &spec,
+    let (comparison, run) = ceg4n::pipeline::hil_on_board(
+        source.source(report.as_ref(), &bits)?,
+        &board,
         out,
-        &out.join("target"),
-        features,
         Duration::from_secs_f64(timeout),
-        false,
+        corrupt_weight,
     )?;
     for m in comparison.mismatches.iter().take(10) {
         println!("mismatch: {m}");

@@ -1,0 +1,448 @@
+//! Deciding one region (a box or a part of it): bounds, solver queries per class pair, and
+//! splitting the region when the solver cannot decide it in time.
+
+use std::time::{Duration, Instant};
+
+use super::bounds::{float_bounds, float_logit_differences};
+use super::*;
+use super::{falsify::*, replay::*, solver::*, verdict::*};
+use crate::ir::Network;
+use crate::tract_reference::TractReference;
+
+/// One solver question about a box.
+#[derive(Clone, Copy, Debug)]
+pub(crate) enum Query {
+    /// Can the float network pick `float` while the quantized one prefers `rival` over it?
+    Pair { float: usize, rival: usize },
+    /// Can dequantized output `output` exceed the float one by more than eps (`above`), or
+    /// fall short of it by more than eps?
+    Deviation {
+        output: usize,
+        above: bool,
+        eps: f64,
+    },
+}
+
+/// The (float class, rival class) pairs the bounds do not exclude.
+pub(crate) fn class_pair_queries(
+    net: &Network,
+    quantized: Quantized,
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+    decision: Decision,
+) -> Vec<Query> {
+    // d[j][k] bounds (oriented) logit_j - logit_k from above.
+    let float_diff = decision.orient_differences(float_logit_differences(net, fb));
+    let (quant_diff, integral) = quantized.logit_differences(lower, upper);
+    let quant_diff = decision.orient_differences(quant_diff);
+    let classes = float_diff.len();
+    // The float network can pick k only if k can reach every other logit.
+    let float_possible =
+        (0..classes).filter(|k| (0..classes).all(|m| m == *k || float_diff[*k][m] >= 0.0));
+    let mut queries = Vec::new();
+    for k in float_possible {
+        for j in (0..classes).filter(|j| *j != k) {
+            // The quantized network can prefer j over k only if its bounds allow it.
+            let gap_needed = if j > k && integral { 1.0 } else { 0.0 };
+            if quant_diff[j][k] >= gap_needed {
+                queries.push(Query::Pair { float: k, rival: j });
+            }
+        }
+    }
+    queries
+}
+
+/// The (output, direction) deviations the interval bounds do not exclude.
+pub(crate) fn deviation_queries(
+    quantized: Quantized,
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+    eps: f64,
+) -> Vec<Query> {
+    let float = fb.pre.last().cloned().unwrap_or_default();
+    let dequantized = quantized.dequantized_bounds(lower, upper);
+    let mut queries = Vec::new();
+    for (output, (f, q)) in float.iter().zip(&dequantized).enumerate() {
+        // float - dequantized lies in [f.lo - q.hi, f.hi - q.lo].
+        if f.hi - q.lo > eps {
+            queries.push(Query::Deviation {
+                output,
+                above: false,
+                eps,
+            });
+        }
+        if q.hi - f.lo > eps {
+            queries.push(Query::Deviation {
+                output,
+                above: true,
+                eps,
+            });
+        }
+    }
+    queries
+}
+
+/// How deep a hard box is bisected (at most 2^depth sub-boxes).
+pub(crate) const MAX_SPLIT_DEPTH: u32 = 8;
+
+pub(crate) enum Outcome {
+    Proved,
+    Counterexample(Counterexample),
+    Unknown(String),
+}
+
+/// Everything needed to decide sub-boxes of one property box.
+pub(crate) struct Region<'a> {
+    pub(crate) net: &'a Network,
+    pub(crate) quantized: Quantized<'a>,
+    pub(crate) reference: Option<&'a TractReference>,
+    pub(crate) options: &'a VerifyOptions,
+    pub(crate) id: &'a str,
+    pub(crate) queries: std::cell::Cell<usize>,
+    /// The class the float network was proved to pick on the whole box, once known.
+    pub(crate) float_constant: std::cell::Cell<Option<usize>>,
+}
+
+impl Region<'_> {
+    /// Decides the box `[lower, upper]`: bounds first, then z3 per class pair (relaxed, then
+    /// exact for spurious relaxed witnesses), bisecting when a query runs out of its time slice.
+    pub(crate) fn decide(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        depth: u32,
+        deadline: Instant,
+    ) -> Outcome {
+        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        if depth > 0 {
+            // A sub-box: its centre is a cheap first guess.
+            let centre = midpoint(lower, upper);
+            if let Some(ce) = falsify(
+                net,
+                quantized,
+                self.reference,
+                lower,
+                upper,
+                &[centre],
+                self.options,
+            ) {
+                return Outcome::Counterexample(ce);
+            }
+        }
+        let fb = float_bounds(net, lower, upper);
+        let queries = match self.options.equivalence {
+            Equivalence::Top1 => class_pair_queries(net, quantized, &fb, lower, upper, decision),
+            Equivalence::Epsilon(eps) => deviation_queries(quantized, &fb, lower, upper, eps),
+        };
+        if queries.is_empty() {
+            return Outcome::Proved;
+        }
+
+        let can_split = depth < MAX_SPLIT_DEPTH;
+        // One query may use a quarter of the region's time (at least a second) while the
+        // region can still be split; the rest is for its halves.
+        let slice = || {
+            let now = Instant::now();
+            let remaining = deadline.saturating_duration_since(now);
+            if can_split {
+                deadline.min(now + (remaining / 4).max(Duration::from_secs(1)))
+            } else {
+                deadline
+            }
+        };
+        if self.options.equivalence == Equivalence::Top1 {
+            if let Some(outcome) =
+                self.decompose(lower, upper, &fb, &queries, depth, deadline, slice)
+            {
+                return outcome;
+            }
+        }
+        let relaxed_only = !quantized.has_relaxation();
+        let mut relaxed = PairSolver::new(
+            net,
+            quantized,
+            lower,
+            upper,
+            &fb,
+            relaxed_only,
+            self.options,
+        );
+        let mut exact: Option<PairSolver> = None;
+        for query in queries {
+            self.queries.set(self.queries.get() + 1);
+            let t = Instant::now();
+            let answer = relaxed.check(query, slice());
+            self.debug(depth, &format!("{query:?} relaxed"), &answer, t);
+            match answer {
+                Answer::Unsat => continue,
+                Answer::Unknown(reason) => {
+                    return self.split_or(lower, upper, depth, deadline, reason)
+                }
+                Answer::Sat(x) => {
+                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
+                        return Outcome::Counterexample(ce);
+                    }
+                }
+            }
+            let exact = exact.get_or_insert_with(|| {
+                PairSolver::new(net, quantized, lower, upper, &fb, true, self.options)
+            });
+            self.queries.set(self.queries.get() + 1);
+            match exact.check(query, slice()) {
+                Answer::Unsat => {}
+                Answer::Unknown(reason) => {
+                    return self.split_or(lower, upper, depth, deadline, reason)
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(
+                        net,
+                        quantized,
+                        self.reference,
+                        &x,
+                        FoundBy::Solver,
+                        self.options,
+                    );
+                    return Outcome::Counterexample(ce);
+                }
+            }
+        }
+        Outcome::Proved
+    }
+
+    /// Decides the box as two single-network questions when the float network keeps the
+    /// centre's class `k` on the whole box: then the box is equivalent exactly when the
+    /// quantized network keeps `k` too. `None` when the float network's class is not constant
+    /// (or that could not be decided in time) and no disagreement was found near its decision
+    /// boundary: the joint queries take over.
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn decompose(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        fb: &bounds::FloatBounds,
+        queries: &[Query],
+        depth: u32,
+        deadline: Instant,
+        slice: impl Fn() -> Instant,
+    ) -> Option<Outcome> {
+        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        let centre = midpoint(lower, upper);
+        let k = decision.pick(&net.logits(&centre));
+        let float_diff = decision.orient_differences(float_logit_differences(net, fb));
+        let float_rivals: Vec<usize> = (0..float_diff.len())
+            .filter(|j| *j != k && float_diff[*j][k] >= 0.0)
+            .collect();
+        let known_constant = depth > 0 && self.float_constant.get() == Some(k);
+        if !float_rivals.is_empty() && !known_constant {
+            let mut float = RivalSolver::float(net, lower, upper, fb, decision);
+            for j in float_rivals {
+                self.queries.set(self.queries.get() + 1);
+                let started = Instant::now();
+                let answer = float.check(k, j, slice());
+                self.debug(depth, &format!("float robust {k} vs {j}"), &answer, started);
+                let answer = match answer {
+                    // Undecided: a local search for an input where the float class changes is
+                    // cheap, and such a point lets the boundary search below find a
+                    // counterexample.
+                    Answer::Unknown(reason) => {
+                        match float_class_change_near(net, lower, upper, &centre, decision) {
+                            Some(x) => Answer::Sat(x),
+                            None => Answer::Unknown(reason),
+                        }
+                    }
+                    other => other,
+                };
+                match answer {
+                    Answer::Unsat => continue,
+                    Answer::Unknown(_) => return None,
+                    Answer::Sat(x) => {
+                        // The float class changes inside the box: the integer network's
+                        // boundary almost surely lies a little off the float one.
+                        return falsify(
+                            net,
+                            quantized,
+                            self.reference,
+                            lower,
+                            upper,
+                            &[centre, x],
+                            self.options,
+                        )
+                        .map(Outcome::Counterexample);
+                    }
+                }
+            }
+        }
+        // The float network picks k everywhere (and so on every sub-box): any input where the
+        // quantized network prefers a rival is a counterexample.
+        if depth == 0 {
+            self.float_constant.set(Some(k));
+        }
+        let rivals = queries.iter().filter_map(|q| match q {
+            Query::Pair { float, rival } if *float == k => Some(*rival),
+            _ => None,
+        });
+        let relaxed_only = !quantized.has_relaxation();
+        let mut relaxed = RivalSolver::quantized(quantized, lower, upper, relaxed_only, decision);
+        let mut exact: Option<RivalSolver> = None;
+        for j in rivals {
+            self.queries.set(self.queries.get() + 1);
+            let started = Instant::now();
+            let answer = relaxed.check(k, j, slice());
+            self.debug(
+                depth,
+                &format!("quantized robust {k} vs {j} (relaxed)"),
+                &answer,
+                started,
+            );
+            match answer {
+                Answer::Unsat => continue,
+                Answer::Unknown(reason) => {
+                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                }
+                Answer::Sat(x) => {
+                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
+                        return Some(Outcome::Counterexample(ce));
+                    }
+                }
+            }
+            let exact = exact.get_or_insert_with(|| {
+                RivalSolver::quantized(quantized, lower, upper, true, decision)
+            });
+            self.queries.set(self.queries.get() + 1);
+            let started = Instant::now();
+            let answer = exact.check(k, j, slice());
+            self.debug(
+                depth,
+                &format!("quantized robust {k} vs {j} (exact)"),
+                &answer,
+                started,
+            );
+            match answer {
+                Answer::Unsat => {}
+                Answer::Unknown(reason) => {
+                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                }
+                Answer::Sat(x) => {
+                    let ce = replay(
+                        net,
+                        quantized,
+                        self.reference,
+                        &x,
+                        FoundBy::Solver,
+                        self.options,
+                    );
+                    return Some(Outcome::Counterexample(ce));
+                }
+            }
+        }
+        Some(Outcome::Proved)
+    }
+
+    /// A counterexample from a relaxed encoding's witness `x`: the witness itself when it
+    /// replays (or when the encoding was exact), else one found by local search around it —
+    /// real disagreements often lie near a spurious witness, and searching is far cheaper than
+    /// the exact encoding. `None` sends the query on to the exact encoding.
+    pub(crate) fn near_relaxed_witness(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        x: &[f64],
+        relaxed_only: bool,
+    ) -> Option<Counterexample> {
+        let (net, quantized) = (self.net, self.quantized);
+        let ce = replay(
+            net,
+            quantized,
+            self.reference,
+            x,
+            FoundBy::Solver,
+            self.options,
+        );
+        if ce.reproduces_in_f32 || relaxed_only {
+            return Some(ce);
+        }
+        attack(
+            net,
+            quantized,
+            self.reference,
+            lower,
+            upper,
+            x,
+            self.options,
+        )
+    }
+
+    /// With `CEG4N_DEBUG` set, one line per solver query on stderr.
+    pub(crate) fn debug(&self, depth: u32, what: &str, answer: &Answer, started: Instant) {
+        if std::env::var_os("CEG4N_DEBUG").is_some() {
+            let verdict = match answer {
+                Answer::Unsat => "unsat",
+                Answer::Sat(_) => "sat",
+                Answer::Unknown(_) => "unknown",
+            };
+            eprintln!(
+                "box {} depth {depth} {what}: {verdict} in {:.3}s",
+                self.id,
+                started.elapsed().as_secs_f64()
+            );
+        }
+    }
+
+    /// Bisects the box along the input that moves the first layer most, and decides both
+    /// halves; `Unknown(reason)` when it may not split further or time is up.
+    pub(crate) fn split_or(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        depth: u32,
+        deadline: Instant,
+        reason: String,
+    ) -> Outcome {
+        let now = Instant::now();
+        if depth >= MAX_SPLIT_DEPTH || now >= deadline {
+            return Outcome::Unknown(reason);
+        }
+        let Some(dim) = self.split_dimension(lower, upper) else {
+            return Outcome::Unknown(reason);
+        };
+        let mid = 0.5 * (lower[dim] + upper[dim]);
+        let mut left_upper = upper.to_vec();
+        left_upper[dim] = mid;
+        let mut right_lower = lower.to_vec();
+        right_lower[dim] = mid;
+        // The left half gets half of the time left; the right half whatever remains.
+        let half = now + deadline.saturating_duration_since(now) / 2;
+        let left = self.decide(lower, &left_upper, depth + 1, half);
+        match left {
+            Outcome::Counterexample(_) => left,
+            Outcome::Proved => self.decide(&right_lower, upper, depth + 1, deadline),
+            Outcome::Unknown(reason) => match self.decide(&right_lower, upper, depth + 1, deadline)
+            {
+                ce @ Outcome::Counterexample(_) => ce,
+                _ => Outcome::Unknown(reason),
+            },
+        }
+    }
+
+    /// The input whose interval, scaled by its first-layer weights (after input operations),
+    /// spans the widest range; `None` when every interval is a point.
+    pub(crate) fn split_dimension(&self, lower: &[f64], upper: &[f64]) -> Option<usize> {
+        let first = self.net.layers.first()?;
+        let (a, b) = (self.net.preprocess(lower), self.net.preprocess(upper));
+        (0..lower.len())
+            .filter(|i| upper[*i] > lower[*i])
+            .map(|i| {
+                let influence: f64 = first
+                    .weights
+                    .column(i)
+                    .iter()
+                    .map(|w| (*w as f64).abs())
+                    .sum();
+                (i, (b[i] - a[i]).abs() * influence)
+            })
+            .max_by(|x, y| x.1.total_cmp(&y.1))
+            .map(|(i, _)| i)
+    }
+}

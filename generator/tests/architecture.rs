@@ -1,0 +1,135 @@
+//! The invariants ARCHITECTURE.md states, checked on the source tree (each rule there names
+//! the test here that keeps it true).
+
+use std::path::{Path, PathBuf};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("..")
+}
+
+/// Every `.rs` file under `dir`, with its text.
+fn sources(dir: &Path) -> Vec<(PathBuf, String)> {
+    let mut out = Vec::new();
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let path = entry.unwrap().path();
+        if path.is_dir() {
+            out.extend(sources(&path));
+        } else if path.extension().is_some_and(|e| e == "rs") {
+            let text = std::fs::read_to_string(&path).unwrap();
+            out.push((path, text));
+        }
+    }
+    out
+}
+
+/// The library's sources (the binary's live under src/bin).
+fn library() -> Vec<(PathBuf, String)> {
+    let src = root().join("generator/src");
+    sources(&src)
+        .into_iter()
+        .filter(|(p, _)| !p.starts_with(src.join("bin")))
+        .collect()
+}
+
+fn cli() -> Vec<(PathBuf, String)> {
+    sources(&root().join("generator/src/bin"))
+}
+
+fn name(path: &Path) -> String {
+    path.strip_prefix(root())
+        .unwrap_or(path)
+        .display()
+        .to_string()
+}
+
+#[test]
+fn only_the_importer_and_the_cross_check_read_onnx() {
+    for (path, text) in library() {
+        let file = path.file_name().unwrap().to_str().unwrap();
+        if text.contains("tract_onnx") {
+            assert!(
+                ["onnx_import.rs", "tract_reference.rs"].contains(&file),
+                "{} uses tract_onnx",
+                name(&path)
+            );
+        }
+    }
+}
+
+#[test]
+fn the_cli_is_thin() {
+    for (path, text) in cli() {
+        let lines = text.lines().count();
+        assert!(lines <= 500, "{}: {lines} lines", name(&path));
+        // Pipeline steps are library calls: the CLI never builds tasks, quantizes, verifies a
+        // box or runs the refinement loop itself.
+        for needle in [
+            "Task::",
+            "quantize::quantize",
+            "verify_box(",
+            "ceg4n::refine::refine",
+            "hil::run_model",
+        ] {
+            assert!(
+                !text.contains(needle),
+                "{} calls {needle}: that belongs in the library (pipeline)",
+                name(&path)
+            );
+        }
+    }
+}
+
+#[test]
+fn library_files_do_one_job_each() {
+    for (path, text) in library() {
+        let lines = text.lines().count();
+        assert!(
+            lines <= 750,
+            "{}: {lines} lines; split it by job",
+            name(&path)
+        );
+    }
+}
+
+#[test]
+fn states_are_enums_not_strings() {
+    for (path, text) in library() {
+        for needle in ["status == \"", "status != \"", "status.as_str()"] {
+            assert!(
+                !text.contains(needle),
+                "{} compares a state as a string ({needle})",
+                name(&path)
+            );
+        }
+    }
+}
+
+#[test]
+fn nothing_is_looked_up_in_the_build_tree_at_run_time() {
+    // Assets are embedded (include_str!, include_bytes!, include_dir!): an installed binary
+    // needs no checkout.
+    for (path, text) in library().into_iter().chain(cli()) {
+        assert!(
+            !text.contains("env!(\"CARGO_MANIFEST_DIR\")"),
+            "{} reads CARGO_MANIFEST_DIR at run time",
+            name(&path)
+        );
+    }
+}
+
+#[test]
+fn the_runtime_depends_on_nothing() {
+    let manifest = std::fs::read_to_string(root().join("runtime-nostd/Cargo.toml")).unwrap();
+    let table: toml::Table = manifest.parse().unwrap();
+    let deps = table.get("dependencies").and_then(|d| d.as_table());
+    assert!(
+        deps.is_none_or(|d| d.is_empty()),
+        "runtime dependencies: {deps:?}"
+    );
+    let lib = std::fs::read_to_string(root().join("runtime-nostd/src/lib.rs")).unwrap();
+    assert!(lib.contains("#![no_std]") && lib.contains("#![forbid(unsafe_code)]"));
+    assert!(
+        !lib.contains("f32") && !lib.contains("f64"),
+        "the runtime computes no float"
+    );
+}
