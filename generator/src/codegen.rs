@@ -190,15 +190,12 @@ pub struct Memory {
     pub buffer_bytes: usize,
 }
 
-/// Widths below this are bit-packed (`Packed`): a 2..7-bit weight costs `bits/8` bytes instead
-/// of one, for a few shifts per read.
-pub const PACK_BELOW_BITS: u32 = 8;
+pub use crate::int_model::PACK_BELOW_BITS;
 
-/// How a layer's weights are stored: element type and the array's contents.
+/// How a layer's weights are stored: element type and the array's contents (packed exactly as
+/// the host model evaluates them).
 fn stored_weights(weights: &[i16], bits: u32) -> (&'static str, Vec<String>) {
-    if bits < PACK_BELOW_BITS {
-        let mut bytes = vec![0u8; Packed::bytes_for(weights.len(), bits)];
-        Packed::pack_into(weights, bits, &mut bytes);
+    if let Some(bytes) = crate::int_model::pack_weights(weights, bits) {
         ("u8", bytes.iter().map(|b| b.to_string()).collect())
     } else if bits <= 8 {
         ("i8", weights.iter().map(|w| w.to_string()).collect())

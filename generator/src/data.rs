@@ -405,3 +405,98 @@ pub fn write_properties(path: &Path, props: &[Property]) -> Result<()> {
     }
     std::fs::write(path, text).with_context(|| format!("{}: cannot write", path.display()))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn dataset(rows: &[[f64; 2]]) -> Dataset {
+        Dataset {
+            features: rows.iter().map(|r| r.to_vec()).collect(),
+            labels: vec![0; rows.len()],
+        }
+    }
+
+    #[test]
+    fn boxes_from_data_are_stratified_seeded_and_inside_the_data_range() {
+        let rows: Vec<[f64; 2]> = (0..30).map(|i| [i as f64, 100.0 - i as f64]).collect();
+        let data = dataset(&rows);
+        let classes: Vec<usize> = (0..30).map(|i| if i < 24 { 0 } else { 1 }).collect();
+        let logits: Vec<Vec<f64>> = classes.iter().map(|c| vec![*c as f64, 0.5]).collect();
+        let spec = DataBoxes {
+            count: Some(6),
+            radius: 0.1,
+            seed: 3,
+        };
+        let boxes = spec.make(&data, &classes, &logits);
+        assert_eq!(boxes.len(), 6);
+        // Classes take turns: 3 rows of each, although class 1 has only 6 rows of 30.
+        let row = |p: &Property| p.id["row ".len()..].parse::<usize>().unwrap() - 1;
+        assert_eq!(boxes.iter().filter(|p| classes[row(p)] == 1).count(), 3);
+        for p in &boxes {
+            assert!(p.contains_point(&p.x));
+            // Half-width 0.1 * range 29, clipped to the data's range.
+            assert!(p.upper[0] - p.x[0] <= 2.9 + 1e-6, "{p:?}");
+            assert!(p.lower[0] >= 0.0 && p.upper[0] <= 29.0, "{p:?}");
+        }
+        // Same seed, same boxes; another seed, other rows.
+        let again = spec.make(&data, &classes, &logits);
+        assert_eq!(
+            boxes.iter().map(|p| &p.id).collect::<Vec<_>>(),
+            again.iter().map(|p| &p.id).collect::<Vec<_>>()
+        );
+        // Default: 10 per class, capped by the rows there are.
+        let all = DataBoxes {
+            count: None,
+            ..spec
+        }
+        .make(&data, &classes, &logits);
+        assert_eq!(all.len(), 20);
+    }
+
+    #[test]
+    fn written_boxes_read_back_exactly() {
+        let data = dataset(&[[0.1, 0.7], [0.3, 0.2], [0.9, 0.4]]);
+        let classes = vec![0, 1, 0];
+        let logits = vec![vec![1.0, 0.0], vec![0.0, 1.0], vec![2.0, 1.0]];
+        let spec = DataBoxes {
+            count: None,
+            radius: 0.013,
+            seed: 0,
+        };
+        let boxes = spec.make(&data, &classes, &logits);
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("boxes.json");
+        write_properties(&path, &boxes).unwrap();
+        let read = load_properties(&path, 2).unwrap();
+        assert_eq!(read.len(), boxes.len());
+        for (a, b) in boxes.iter().zip(&read) {
+            assert_eq!(
+                (&a.id, &a.x, &a.lower, &a.upper),
+                (&b.id, &b.x, &b.lower, &b.upper)
+            );
+            assert_eq!(a.y, b.y);
+        }
+    }
+
+    #[test]
+    fn box_nesting() {
+        let outer = Property {
+            id: "o".into(),
+            x: vec![0.5],
+            lower: vec![0.0],
+            upper: vec![1.0],
+            y: None,
+            ball_size: None,
+        };
+        let inner = Property {
+            id: "i".into(),
+            lower: vec![0.25],
+            upper: vec![0.75],
+            ..outer.clone()
+        };
+        assert!(outer.contains(&inner) && !inner.contains(&outer));
+        assert!(outer.contains(&outer));
+        assert!(inner.contains_point(&[0.25]) && !inner.contains_point(&[0.8]));
+    }
+}

@@ -1,7 +1,10 @@
 //! The integer network: every parameter an integer, evaluated on the host by calling
 //! ceg4n-runtime — the very functions the generated firmware runs.
 
-use ceg4n_runtime::{dense_accumulate, dense_requantize, ActRange, Requant};
+use ceg4n_runtime::{
+    dense_accumulate, dense_accumulate_packed, dense_requantize, dense_requantize_packed, ActRange,
+    Packed, Requant,
+};
 use serde::Serialize;
 
 /// A quantized network, the exact object that is verified and deployed.
@@ -69,6 +72,19 @@ pub enum LayerOutput {
     Logits,
 }
 
+/// Widths below this are bit-packed (`Packed`): a 2..7-bit weight costs `bits/8` bytes instead
+/// of one, for a few shifts per read.
+pub const PACK_BELOW_BITS: u32 = 8;
+
+/// `weights` bit-packed at `bits` when the width is packed on the device.
+pub fn pack_weights(weights: &[i16], bits: u32) -> Option<Vec<u8>> {
+    (bits < PACK_BELOW_BITS).then(|| {
+        let mut bytes = vec![0u8; Packed::bytes_for(weights.len(), bits)];
+        Packed::pack_into(weights, bits, &mut bytes);
+        bytes
+    })
+}
+
 /// One quantized dense layer.
 #[derive(Clone, Debug, Serialize)]
 pub struct IntLayer {
@@ -81,6 +97,11 @@ pub struct IntLayer {
     /// Row-major `[outputs][inputs]`.
     #[serde(skip)]
     pub weights: Vec<i16>,
+    /// The weights bit-packed as the device stores them (`ceg4n_runtime::Packed`), for widths
+    /// below [`PACK_BELOW_BITS`]: the host evaluates these with the packed kernels, exactly as
+    /// the device does.
+    #[serde(skip)]
+    pub packed: Option<Vec<u8>>,
     /// Bias at accumulator scale.
     #[serde(skip)]
     pub bias: Bias,
@@ -108,16 +129,11 @@ impl InputFormat {
         (-self.frac_bits.get(i).copied().unwrap_or(0) as f64).exp2()
     }
 
-    /// Feature `i` as `clamp(floor(x * 2^frac_bits[i] + 1/2))`: exact for f32 inputs (scaling by
-    /// a power of two is exact in f64 and the sum is exact below 2^52).
+    /// Feature `i` as `clamp(floor(x * 2^frac_bits[i] + 1/2))`, exactly (NaN maps to 0): by
+    /// ceg4n-runtime, from the value's bits, as the generated crate quantizes its inputs.
     pub fn quantize(&self, i: usize, x: f64) -> i32 {
-        let v = (x / self.scale(i) + 0.5).floor();
-        let r = self.range();
-        if v.is_nan() {
-            0
-        } else {
-            v.clamp(r.min as f64, r.max as f64) as i32
-        }
+        let frac = self.frac_bits.get(i).copied().unwrap_or(0);
+        ceg4n_runtime::quantize_f64_bits(x.to_bits(), frac, self.range())
     }
 }
 
@@ -139,39 +155,48 @@ impl IntNetwork {
     pub fn logits_q(&self, input: &[i32]) -> Vec<i64> {
         let mut activations: Vec<i32> = input.to_vec();
         for layer in &self.layers {
+            // The device's kernels: packed ones where the device stores packed weights.
+            let packed = layer
+                .packed
+                .as_deref()
+                .map(|bytes| Packed::new(bytes, layer.weight_bits));
             match &layer.output {
                 LayerOutput::Activations { range, requant, .. } => {
                     let mut out = vec![0i32; layer.outputs];
-                    match &layer.bias {
-                        Bias::I32(b) => dense_requantize(
-                            &activations,
-                            &layer.weights,
-                            b,
-                            requant,
-                            *range,
-                            &mut out,
-                        ),
-                        Bias::I64(b) => dense_requantize(
-                            &activations,
-                            &layer.weights,
-                            b,
-                            requant,
-                            *range,
-                            &mut out,
-                        ),
+                    let (w, r, range) = (&layer.weights, requant, *range);
+                    match (&layer.bias, packed) {
+                        (Bias::I32(b), None) => {
+                            dense_requantize(&activations, w, b, r, range, &mut out)
+                        }
+                        (Bias::I64(b), None) => {
+                            dense_requantize(&activations, w, b, r, range, &mut out)
+                        }
+                        (Bias::I32(b), Some(p)) => {
+                            dense_requantize_packed(&activations, p, b, r, range, &mut out)
+                        }
+                        (Bias::I64(b), Some(p)) => {
+                            dense_requantize_packed(&activations, p, b, r, range, &mut out)
+                        }
                     }
                     activations = out;
                 }
                 LayerOutput::Logits => {
+                    let w = &layer.weights;
                     return match &layer.bias {
                         Bias::I32(b) => {
                             let mut out = vec![0i32; layer.outputs];
-                            dense_accumulate(&activations, &layer.weights, b, &mut out);
+                            match packed {
+                                None => dense_accumulate(&activations, w, b, &mut out),
+                                Some(p) => dense_accumulate_packed(&activations, p, b, &mut out),
+                            }
                             out.into_iter().map(i64::from).collect()
                         }
                         Bias::I64(b) => {
                             let mut out = vec![0i64; layer.outputs];
-                            dense_accumulate(&activations, &layer.weights, b, &mut out);
+                            match packed {
+                                None => dense_accumulate(&activations, w, b, &mut out),
+                                Some(p) => dense_accumulate_packed(&activations, p, b, &mut out),
+                            }
                             out
                         }
                     };

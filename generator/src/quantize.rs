@@ -291,6 +291,7 @@ pub fn quantize(net: &Network, config: &QuantConfig, cal: &Calibration) -> Resul
             inputs: w.ncols(),
             outputs: w.nrows(),
             weight_bits: bits,
+            packed: crate::int_model::pack_weights(&weights, bits),
             weights,
             bias,
             accumulator,

@@ -167,6 +167,65 @@ pub const fn rescale_fixed(bits: i128, from_frac: i32, to_frac: i32, range: ActR
     range.clamp(narrowed)
 }
 
+/// Input quantization of an IEEE-754 binary64 value, given by its bits (`f64::to_bits`): the
+/// same `clamp(floor(x * 2^to_frac + 1/2))` as [`rescale_fixed`], computed without float:
+/// every finite double is exactly `mantissa * 2^exponent`, a fixed-point value. NaN maps to 0;
+/// infinities saturate. The host model quantizes every input with this function.
+pub const fn quantize_f64_bits(bits: u64, to_frac: i32, range: ActRange) -> i32 {
+    let negative = bits >> 63 == 1;
+    let exponent = ((bits >> 52) & 0x7ff) as i32;
+    let fraction = bits & ((1u64 << 52) - 1);
+    if exponent == 0x7ff {
+        return if fraction != 0 {
+            0
+        } else if negative {
+            range.min
+        } else {
+            range.max
+        };
+    }
+    // Subnormals have no implicit leading one and the smallest exponent.
+    let (mantissa, power) = if exponent == 0 {
+        (fraction, -1074)
+    } else {
+        (fraction | (1u64 << 52), exponent - 1075)
+    };
+    let signed = if negative {
+        -(mantissa as i128)
+    } else {
+        mantissa as i128
+    };
+    rescale_fixed(signed, -power, to_frac, range)
+}
+
+/// [`quantize_f64_bits`] for an IEEE-754 binary32 value (`f32::to_bits`): what a generated
+/// crate does to an `f32` input, with integer operations only.
+pub const fn quantize_f32_bits(bits: u32, to_frac: i32, range: ActRange) -> i32 {
+    let negative = bits >> 31 == 1;
+    let exponent = ((bits >> 23) & 0xff) as i32;
+    let fraction = bits & ((1u32 << 23) - 1);
+    if exponent == 0xff {
+        return if fraction != 0 {
+            0
+        } else if negative {
+            range.min
+        } else {
+            range.max
+        };
+    }
+    let (mantissa, power) = if exponent == 0 {
+        (fraction, -149)
+    } else {
+        (fraction | (1u32 << 23), exponent - 150)
+    };
+    let signed = if negative {
+        -(mantissa as i128)
+    } else {
+        mantissa as i128
+    };
+    rescale_fixed(signed, -power, to_frac, range)
+}
+
 const fn clamp_bits(bits: u32) -> u32 {
     if bits < MIN_BITS {
         MIN_BITS

@@ -291,3 +291,60 @@ fn fixed_point_rescaling_at_the_extremes() {
     assert_eq!(rescale_fixed(5, 1, 0, wide), 3);
     assert_eq!(rescale_fixed(-5, 1, 0, wide), -2);
 }
+
+/// `clamp(floor(x * 2^to_frac + 1/2))` by exact float reasoning (scaling by a power of two is
+/// exact in this range, and so is `y - floor(y)` for |y| < 2^52).
+fn float_reference(x: f64, to_frac: i32, range: ActRange) -> i32 {
+    if x.is_nan() {
+        return 0;
+    }
+    let y = x * 2f64.powi(to_frac);
+    let f = y.floor();
+    let rounded = if y - f >= 0.5 { f + 1.0 } else { f };
+    rounded.clamp(range.min as f64, range.max as f64) as i32
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(4000))]
+
+    #[test]
+    fn float_inputs_are_quantized_exactly_from_their_bits(
+        x in -1.0e6f64..1.0e6,
+        to_frac in -20i32..=20,
+        width in bits(),
+    ) {
+        let range = ActRange::signed(width);
+        prop_assert_eq!(quantize_f64_bits(x.to_bits(), to_frac, range), float_reference(x, to_frac, range));
+        let x32 = x as f32;
+        prop_assert_eq!(
+            quantize_f32_bits(x32.to_bits(), to_frac, range),
+            quantize_f64_bits((x32 as f64).to_bits(), to_frac, range)
+        );
+    }
+
+    #[test]
+    fn tiny_and_subnormal_inputs_round_like_the_reference(
+        x in -1.0e-300f64..1.0e-300,
+        to_frac in -20i32..=20,
+    ) {
+        let range = ActRange::signed(16);
+        prop_assert_eq!(quantize_f64_bits(x.to_bits(), to_frac, range), float_reference(x, to_frac, range));
+    }
+}
+
+#[test]
+fn float_input_quantization_at_the_edges() {
+    let r = ActRange::signed(8);
+    // The largest double below 1/2 rounds down (x + 0.5 in f64 would round up to 1).
+    assert_eq!(quantize_f64_bits(0.49999999999999994f64.to_bits(), 0, r), 0);
+    assert_eq!(quantize_f64_bits(0.5f64.to_bits(), 0, r), 1);
+    assert_eq!(quantize_f64_bits((-0.5f64).to_bits(), 0, r), 0);
+    assert_eq!(quantize_f64_bits((-0.0f64).to_bits(), 3, r), 0);
+    assert_eq!(quantize_f64_bits(f64::NAN.to_bits(), 3, r), 0);
+    assert_eq!(quantize_f64_bits(f64::INFINITY.to_bits(), 3, r), 127);
+    assert_eq!(quantize_f64_bits(f64::NEG_INFINITY.to_bits(), 3, r), -128);
+    assert_eq!(quantize_f32_bits(f32::MIN_POSITIVE.to_bits(), 200, r), 127);
+    assert_eq!(quantize_f32_bits(1e-45f32.to_bits(), 149, r), 1); // the smallest subnormal
+    assert_eq!(quantize_f32_bits(2.75f32.to_bits(), 1, r), 6); // 5.5 -> 6
+    assert_eq!(quantize_f32_bits((-2.75f32).to_bits(), 1, r), -5); // -5.5 -> -5
+}

@@ -179,3 +179,54 @@ pub fn accuracy(
         rows,
     })
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ir::{Activation, Dense, Network, TensorInfo};
+
+    fn net() -> Network {
+        let layer = |i: usize, o: usize, activation| Dense {
+            weights: ndarray::Array2::zeros((o, i)),
+            bias: ndarray::Array1::zeros(o),
+            activation,
+        };
+        Network {
+            input: TensorInfo {
+                name: "x".into(),
+                shape: vec![Some(1), Some(4)],
+            },
+            outputs: vec![],
+            input_ops: vec![],
+            layers: vec![layer(4, 3, Activation::Relu), layer(3, 2, Activation::None)],
+            head: None,
+            logits_name: "y".into(),
+        }
+    }
+
+    #[test]
+    fn storage_counts_bits_per_weight_bias_and_activation() {
+        let config = QuantConfig {
+            weight_bits: vec![4, 8],
+            act_bits: vec![6],
+            input_bits: 5,
+            per_channel: false,
+            uniform_input: false,
+        };
+        let s = Storage::of(&net(), &config);
+        assert_eq!(s.weight_storage_bits, 4 * 12 + 8 * 6);
+        assert_eq!(s.paper_storage_bits, 4 * (12 + 3) + 8 * (6 + 2));
+        assert_eq!(s.activation_bits, 5 * 4 + 6 * 3);
+        assert!(
+            s.key()
+                < Storage::of(
+                    &net(),
+                    &QuantConfig {
+                        weight_bits: vec![5, 8],
+                        ..config
+                    }
+                )
+                .key()
+        );
+    }
+}

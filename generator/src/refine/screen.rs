@@ -207,3 +207,18 @@ pub fn allowed_misses(rows: usize, min_agreement: f64) -> usize {
         .floor()
         .max(0.0) as usize
 }
+
+#[cfg(test)]
+mod tests {
+    use super::allowed_misses;
+
+    #[test]
+    fn the_floor_allows_whole_rows_only() {
+        assert_eq!(allowed_misses(360, 0.99), 3);
+        assert_eq!(allowed_misses(300, 0.99), 3); // 0.99 * 300 is not floored to 2
+        assert_eq!(allowed_misses(30, 0.99), 0);
+        assert_eq!(allowed_misses(100, 1.0), 0);
+        assert_eq!(allowed_misses(100, 0.0), 100);
+        assert_eq!(allowed_misses(0, 0.99), 0);
+    }
+}
