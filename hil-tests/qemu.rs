@@ -12,7 +12,7 @@ use std::time::Duration;
 use ceg4n::board::Board;
 use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, Vector};
 use ceg4n::data::{boxes_around, load_properties, Dataset, Property};
-use ceg4n::hil::{build_firmware, run_model};
+use ceg4n::hil::{build_firmware, run_model, FirmwareVariant};
 use ceg4n::int_model::IntNetwork;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::QuantConfig;
@@ -156,14 +156,18 @@ fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
 fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize, Option<i32>) {
     let spec = spec(case, board);
     let dir = work.join(format!("{}-{}", case.name, board.name));
-    let features: &[&str] = if corrupt { &["corrupt-weight"] } else { &[] };
+    let variant = if corrupt {
+        FirmwareVariant::CorruptWeight
+    } else {
+        FirmwareVariant::Check
+    };
     // One target directory per test: the boards of one core share compiled dependencies.
     let target = work.join("target");
     let (c, qemu) = run_model(
         &spec,
         &dir,
         &target,
-        features,
+        variant,
         Duration::from_secs(120),
         true,
     )
@@ -262,7 +266,7 @@ fn real_board_flashing_when_a_probe_is_named() {
     let elf = build_firmware(
         &work.path().join("firmware"),
         &work.path().join("target"),
-        &[],
+        FirmwareVariant::Check,
     )
     .unwrap();
     let probe = ceg4n::flash::flash(&board, &elf).unwrap();
@@ -301,7 +305,7 @@ fn inference_has_no_panicking_path() {
             if let Err(e) = build_firmware(
                 &dir.join("firmware"),
                 &work.path().join("target"),
-                &["prove-no-panic"],
+                FirmwareVariant::ProveNoPanic,
             ) {
                 panic!(
                     "{} on {}: inference may panic: {e:#}",

@@ -13,9 +13,43 @@ use crate::board::Board;
 use crate::codegen::Vector;
 use crate::Error;
 
-/// Builds the firmware crate in `dir` for its board (release), with `features`; returns the ELF.
+/// Which program the test firmware is built as (one cargo feature of templates/firmware each).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum FirmwareVariant {
+    /// Runs every vector and reports each output (the hardware-in-the-loop check).
+    Check,
+    /// Test-only: the check with the largest first-layer weight negated; it must fail.
+    CorruptWeight,
+    /// Runs inference over the vectors 10 times (instruction counting).
+    Bench,
+    /// The bench program without inference (its instructions are subtracted).
+    BenchBaseline,
+    /// Links only if inference has no path to a panic.
+    ProveNoPanic,
+    /// One inference on a painted stack, printing the stack used.
+    MeasureMemory,
+    /// The measuring program without the model (its image is subtracted).
+    MeasureMemoryBaseline,
+}
+
+impl FirmwareVariant {
+    /// The firmware crate's cargo feature for this variant.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            FirmwareVariant::Check => None,
+            FirmwareVariant::CorruptWeight => Some("corrupt-weight"),
+            FirmwareVariant::Bench => Some("bench"),
+            FirmwareVariant::BenchBaseline => Some("bench-baseline"),
+            FirmwareVariant::ProveNoPanic => Some("prove-no-panic"),
+            FirmwareVariant::MeasureMemory => Some("measure-memory"),
+            FirmwareVariant::MeasureMemoryBaseline => Some("measure-memory-baseline"),
+        }
+    }
+}
+
+/// Builds the firmware crate in `dir` for its board (release) as `variant`; returns the ELF.
 /// `target_dir` lets several firmware builds share compiled dependencies.
-pub fn build_firmware(dir: &Path, target_dir: &Path, features: &[&str]) -> Result<PathBuf> {
+pub fn build_firmware(dir: &Path, target_dir: &Path, variant: FirmwareVariant) -> Result<PathBuf> {
     // Absolute: cargo resolves a relative CARGO_TARGET_DIR against the firmware directory.
     std::fs::create_dir_all(target_dir)
         .with_context(|| format!("{}: cannot create", target_dir.display()))?;
@@ -26,8 +60,8 @@ pub fn build_firmware(dir: &Path, target_dir: &Path, features: &[&str]) -> Resul
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("RUSTFLAGS");
-    if !features.is_empty() {
-        cmd.args(["--features", &features.join(",")]);
+    if let Some(feature) = variant.feature() {
+        cmd.args(["--features", feature]);
     }
     let out = cmd
         .output()
@@ -404,11 +438,11 @@ pub fn bench_device(
     let target = work.join("target");
     let timeout = Duration::from_secs(300);
     let mut counts = Vec::new();
-    for feature in ["bench", "bench-baseline"] {
-        let elf = build_firmware(&firmware, &target, &[feature])?;
+    for variant in [FirmwareVariant::Bench, FirmwareVariant::BenchBaseline] {
+        let elf = build_firmware(&firmware, &target, variant)?;
         counts.push(count_instructions(board, &elf, plugin, timeout)?);
     }
-    let elf = build_firmware(&firmware, &target, &[])?;
+    let elf = build_firmware(&firmware, &target, FirmwareVariant::Check)?;
     let memory = elf_memory(&elf)?;
     let inferences = 10 * spec.vectors.len();
     let per_inference = counts[0].saturating_sub(counts[1]) as f64 / inferences.max(1) as f64;
@@ -459,14 +493,14 @@ pub fn measure_memory(
     spec.write_firmware(&work.join("firmware"), true)?;
     let firmware = work.join("firmware");
     // Both images land at the same path: keep a copy of the measuring one.
-    let built = build_firmware(&firmware, target_dir, &["measure-memory"])?;
+    let built = build_firmware(&firmware, target_dir, FirmwareVariant::MeasureMemory)?;
     let with = work.join("measure-memory.elf");
     std::fs::copy(&built, &with).with_context(|| format!("{}: cannot copy", built.display()))?;
     let with_memory = elf_memory(&with)?;
     let without = elf_memory(&build_firmware(
         &firmware,
         target_dir,
-        &["measure-memory-baseline"],
+        FirmwareVariant::MeasureMemoryBaseline,
     )?)?;
     let stack = match emulated {
         None => Err(format!(
@@ -502,19 +536,19 @@ pub fn measure_memory(
 }
 
 /// Writes `spec`'s crate and firmware under `work` (`crate/`, `firmware/`; `force` as in
-/// [`crate::codegen::CrateSpec::write`]), builds the firmware with `features` in `target_dir`
+/// [`crate::codegen::CrateSpec::write`]), builds the firmware as `variant` in `target_dir`
 /// (shareable between runs), runs it under QEMU and compares every output with the host model.
 pub fn run_model(
     spec: &crate::codegen::CrateSpec,
     work: &Path,
     target_dir: &Path,
-    features: &[&str],
+    variant: FirmwareVariant,
     timeout: Duration,
     force: bool,
 ) -> Result<(Comparison, QemuRun)> {
     spec.write(&work.join("crate"), force)?;
     spec.write_firmware(&work.join("firmware"), force)?;
-    let elf = build_firmware(&work.join("firmware"), target_dir, features)?;
+    let elf = build_firmware(&work.join("firmware"), target_dir, variant)?;
     let run = run_qemu(spec.board, &elf, timeout)?;
     Ok((compare(&spec.vectors, &run.stdout), run))
 }

@@ -352,7 +352,7 @@ pub fn run_on_board(
         &spec,
         out,
         &out.join("target"),
-        &[],
+        crate::hil::FirmwareVariant::Check,
         Duration::from_secs(300),
         false,
     )?;
@@ -615,12 +615,12 @@ pub fn hil_on_board(
     require_emulated(board)?;
     let prepared = prepare_crate(source, None)?;
     let spec = prepared.spec(board);
-    let features: &[&str] = if corrupt_weight {
-        &["corrupt-weight"]
+    let variant = if corrupt_weight {
+        crate::hil::FirmwareVariant::CorruptWeight
     } else {
-        &[]
+        crate::hil::FirmwareVariant::Check
     };
-    crate::hil::run_model(&spec, out, &out.join("target"), features, timeout, false)
+    crate::hil::run_model(&spec, out, &out.join("target"), variant, timeout, false)
 }
 
 /// Fails (a device error) unless QEMU emulates `board`: device results are read back from

@@ -18,6 +18,7 @@
 //! the CEG4N artifact's (1+2) evolutionary search (1000 evaluations per round, restarted each
 //! round, screened on centres and counterexamples only) for comparison.
 
+mod genes;
 mod metrics;
 mod rounds;
 mod screen;

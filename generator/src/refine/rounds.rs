@@ -7,6 +7,7 @@ use anyhow::Result;
 use ceg4n_runtime::MAX_BITS;
 use rand::SeedableRng;
 
+use super::genes::Genes;
 use super::metrics::{self, Storage};
 use super::screen::{Screen, SetAsideRow};
 use super::*;
@@ -29,7 +30,7 @@ enum Phase {
 
 /// A configuration proved on every claimed box.
 struct Proved {
-    genes: Vec<u32>,
+    genes: Genes,
     config: QuantConfig,
     verdicts: Vec<BoxVerdict>,
 }
@@ -219,7 +220,7 @@ impl<'a> LoopState<'a> {
     }
 
     /// The next candidate of the current phase.
-    fn propose(&mut self) -> Option<Vec<u32>> {
+    fn propose(&mut self) -> Option<Genes> {
         let layers = self.layers();
         match (self.phase, self.options.search) {
             (Phase::Anchor, _) => search::anchor(&mut self.screen, &self.per_channel, layers),
@@ -232,13 +233,11 @@ impl<'a> LoopState<'a> {
                 search::lower_one_width(&mut self.screen, best)
             }
             (Phase::Search, Search::Descent) => {
-                let found: Vec<Vec<u32>> = self
+                let found: Vec<Genes> = self
                     .per_channel
                     .iter()
                     .filter_map(|pc| {
-                        let mut top = vec![MAX_BITS; 2 * layers];
-                        top.push(*pc);
-                        search::descend(&mut self.screen, &top, layers)
+                        search::descend(&mut self.screen, &Genes::widest(layers, *pc), layers)
                     })
                     .collect();
                 found
@@ -275,7 +274,7 @@ impl<'a> LoopState<'a> {
     }
 
     /// After every few refuted rounds the default search's proposals get a bit more per width.
-    fn widen(&mut self, genes: Vec<u32>) -> (Vec<u32>, u32) {
+    fn widen(&mut self, genes: Genes) -> (Genes, u32) {
         if self.options.search == Search::Descent && self.phase == Phase::Search {
             let step = (self.refuted_rounds / WIDEN_AFTER_REFUTED_ROUNDS) as u32;
             search::widen(&mut self.screen, genes, step)
@@ -292,7 +291,7 @@ impl<'a> LoopState<'a> {
 
     /// Attacks the candidate on every claimed box without the solver; counterexamples found
     /// join the screen and reject the candidate. Whether any was found.
-    fn refuted_by_attack(&mut self, genes: &[u32], int_net: &IntNetwork, round: usize) -> bool {
+    fn refuted_by_attack(&mut self, genes: &Genes, int_net: &IntNetwork, round: usize) -> bool {
         if self.options.search != Search::Descent || self.attacks >= MAX_ATTACK_ROUNDS {
             return false;
         }
@@ -322,7 +321,7 @@ impl<'a> LoopState<'a> {
             self.counterexamples
                 .push(FoundCounterexample::new(round, id, &ce));
         }
-        self.screen.rejected.insert(genes.to_vec());
+        self.screen.rejected.insert(genes.clone());
         true
     }
 
@@ -404,7 +403,7 @@ impl<'a> LoopState<'a> {
     /// One round at `genes`: attack, verify, learn. A stop reason when the loop is done.
     fn round(
         &mut self,
-        genes: Vec<u32>,
+        genes: Genes,
         widened_by: u32,
         round_start: Instant,
     ) -> Result<Option<StopReason>> {

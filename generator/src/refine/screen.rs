@@ -4,9 +4,9 @@
 
 use std::collections::HashSet;
 
-use ceg4n_runtime::MAX_BITS;
 use serde::{Deserialize, Serialize};
 
+use super::genes::Genes;
 use super::metrics::Storage;
 use crate::data::Property;
 use crate::int_model::IntNetwork;
@@ -55,23 +55,15 @@ pub(super) struct Screen<'a> {
     /// How many rows a configuration may get wrong and still meet the fidelity floor.
     pub allowed_misses: usize,
     /// Configurations verified and refuted (or left undecided): never proposed again.
-    pub rejected: HashSet<Vec<u32>>,
+    pub rejected: HashSet<Genes>,
     pub evaluations: usize,
     pub template: QuantConfig,
 }
 
 impl Screen<'_> {
-    /// The configuration genes stand for: weight bits per layer, hidden activation bits, input
-    /// bits, per-channel (0/1).
+    /// The configuration genes stand for.
     pub fn config(&self, genes: &[u32]) -> QuantConfig {
-        let layers = self.template.weight_bits.len();
-        QuantConfig {
-            weight_bits: genes[..layers].to_vec(),
-            act_bits: genes[layers..2 * layers - 1].to_vec(),
-            input_bits: genes[2 * layers - 1],
-            per_channel: genes[2 * layers] == 1,
-            ..self.template.clone()
-        }
+        Genes::config(genes, &self.template)
     }
 
     /// Adds a point every configuration must get right.
@@ -128,8 +120,7 @@ impl Screen<'_> {
         per_channel
             .iter()
             .filter_map(|pc| {
-                let mut top = vec![MAX_BITS; 2 * layers];
-                top.push(*pc);
+                let top = Genes::widest(layers, *pc);
                 self.task.quantize(&self.config(&top)).ok()
             })
             .collect()

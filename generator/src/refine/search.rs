@@ -7,6 +7,7 @@
 use ceg4n_runtime::{MAX_BITS, MIN_BITS};
 use rand::{Rng, SeedableRng};
 
+use super::genes::Genes;
 use super::screen::Screen;
 
 /// Candidate evaluations per round of the evolutionary search (the artifact's setting).
@@ -19,13 +20,11 @@ pub const ANCHOR_BITS: u32 = 8;
 /// point, and the fidelity floor on the data rows): weights and activations at one width from
 /// [`ANCHOR_BITS`] up, input from that width up, per-layer scales before per-channel ones.
 /// `None` if not even 16 bits pass.
-pub(super) fn anchor(screen: &mut Screen, per_channel: &[u32], layers: usize) -> Option<Vec<u32>> {
+pub(super) fn anchor(screen: &mut Screen, per_channel: &[u32], layers: usize) -> Option<Genes> {
     for width in ANCHOR_BITS..=MAX_BITS {
         for input in width..=MAX_BITS {
             for pc in per_channel {
-                let mut genes = vec![width; 2 * layers - 1];
-                genes.push(input);
-                genes.push(*pc);
+                let genes = Genes::uniform(layers, width, input, *pc);
                 if screen.passes(&genes) {
                     return Some(genes);
                 }
@@ -37,17 +36,17 @@ pub(super) fn anchor(screen: &mut Screen, per_channel: &[u32], layers: usize) ->
 
 /// `best` with one width lowered by a bit: the width that saves the most storage first, among
 /// those that pass the screen and were not refuted before; `None` if none qualifies.
-pub(super) fn lower_one_width(screen: &mut Screen, best: &[u32]) -> Option<Vec<u32>> {
-    let widths = best.len() - 1;
+pub(super) fn lower_one_width(screen: &mut Screen, best: &Genes) -> Option<Genes> {
+    let widths = best.widths().len();
     let mut order: Vec<usize> = (0..widths).filter(|g| best[*g] > MIN_BITS).collect();
-    order.sort_by_key(|g| {
-        let mut lower = best.to_vec();
-        lower[*g] -= 1;
-        screen.storage(&lower).key()
-    });
+    let lowered = |g: usize| {
+        let mut lower = best.clone();
+        lower.widths_mut()[g] -= 1;
+        lower
+    };
+    order.sort_by_key(|g| screen.storage(&lowered(*g)).key());
     order.into_iter().find_map(|g| {
-        let mut lower = best.to_vec();
-        lower[g] -= 1;
+        let lower = lowered(g);
         screen.passes(&lower).then_some(lower)
     })
 }
@@ -55,20 +54,19 @@ pub(super) fn lower_one_width(screen: &mut Screen, best: &[u32]) -> Option<Vec<u
 /// `genes` with at least `step` bits added to every width (capped at 16): the first such
 /// widening that passes the screen and was not refuted before, with the bits added; `genes`
 /// itself (and 0) when `step` is 0 or no widening qualifies.
-pub(super) fn widen(screen: &mut Screen, genes: Vec<u32>, step: u32) -> (Vec<u32>, u32) {
+pub(super) fn widen(screen: &mut Screen, genes: Genes, step: u32) -> (Genes, u32) {
     if step == 0 {
         return (genes, 0);
     }
-    let widths = genes.len() - 1;
     for extra in step..=MAX_BITS - MIN_BITS {
         let mut wider = genes.clone();
-        for g in &mut wider[..widths] {
+        for g in wider.widths_mut() {
             *g = (*g + extra).min(MAX_BITS);
         }
-        if !screen.rejected.contains(&wider) && screen.passes(&wider) {
+        if !screen.rejected.contains(&*wider) && screen.passes(&wider) {
             return (wider, extra);
         }
-        if wider[..widths].iter().all(|g| *g == MAX_BITS) {
+        if wider.widths().iter().all(|g| *g == MAX_BITS) {
             break;
         }
     }
@@ -79,7 +77,7 @@ pub(super) fn widen(screen: &mut Screen, genes: Vec<u32>, step: u32) -> (Vec<u32
 /// between two widths while that lowers the storage. The weight widths are tried in several
 /// orders (each order can end in a different local minimum); the smallest result wins. `None`
 /// if `top` itself fails the screen.
-pub(super) fn descend(screen: &mut Screen, top: &[u32], layers: usize) -> Option<Vec<u32>> {
+pub(super) fn descend(screen: &mut Screen, top: &Genes, layers: usize) -> Option<Genes> {
     if !screen.passes(top) {
         return None;
     }
@@ -90,15 +88,15 @@ pub(super) fn descend(screen: &mut Screen, top: &[u32], layers: usize) -> Option
     hidden.sort_by_key(|l| std::cmp::Reverse(net.layers[*l].outputs()));
     let tail: Vec<usize> = hidden
         .iter()
-        .map(|h| layers + h)
-        .chain(std::iter::once(2 * layers - 1))
+        .map(|h| Genes::activation_index(layers, *h))
+        .chain(std::iter::once(Genes::input_index(layers)))
         .collect();
-    let mut best: Option<Vec<u32>> = None;
+    let mut best: Option<Genes> = None;
     for rotation in 0..layers.min(DESCENT_ORDERS) {
         let mut order = by_size.clone();
         order.rotate_left(rotation);
         order.extend(&tail);
-        let mut current = top.to_vec();
+        let mut current = top.clone();
         bisect_each(screen, &mut current, &order);
         trade_bits(screen, &mut current);
         polish(screen, &mut current, rotation as u64);
@@ -149,9 +147,9 @@ const POLISH_PATIENCE: usize = 600;
 /// Random small moves (each width, with probability 2/n, moved by up to 3 or redrawn) kept when they pass and do
 /// not increase the storage: the widths interact (a coarser activation can suit a coarser
 /// weight), which one-at-a-time descent cannot see.
-fn polish(screen: &mut Screen, current: &mut Vec<u32>, seed: u64) {
+fn polish(screen: &mut Screen, current: &mut Genes, seed: u64) {
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x0090_1154 ^ seed);
-    let n = current.len() - 1;
+    let n = current.widths().len();
     let mut key = screen.storage(current).key();
     let mut since_improvement = 0;
     for _ in 0..POLISH_EVALUATIONS {
@@ -184,8 +182,8 @@ fn polish(screen: &mut Screen, current: &mut Vec<u32>, seed: u64) {
 
 /// Moves of one bit down on one gene and up to two bits up on another, kept when they pass and
 /// lower the storage, until none helps.
-fn trade_bits(screen: &mut Screen, current: &mut Vec<u32>) {
-    let n = current.len() - 1;
+fn trade_bits(screen: &mut Screen, current: &mut Genes) {
+    let n = current.widths().len();
     loop {
         let key = screen.storage(current).key();
         let mut improved = false;
@@ -219,9 +217,9 @@ pub(super) fn evolve(
     screen: &mut Screen,
     per_channel: &[u32],
     rng: &mut impl Rng,
-) -> Option<Vec<u32>> {
+) -> Option<Genes> {
     // Bit genes, then the per-channel gene.
-    let n = screen.template.weight_bits.len() * 2 + 1;
+    let n = Genes::width_count(screen.template.weight_bits.len()) + 1;
     let draw = |rng: &mut dyn rand::RngCore, g: usize| {
         if g + 1 < n {
             rng.random_range(MIN_BITS..=MAX_BITS)
@@ -233,7 +231,10 @@ pub(super) fn evolve(
         let violations = screen.violations(genes, usize::MAX);
         (violations, screen.storage(genes).key())
     };
-    let mut parent: Vec<u32> = (0..n).map(|g| draw(rng, g)).collect();
+    // Widths first, then the per-channel choice: the order of random draws is the seed's.
+    let widths: Vec<u32> = (0..n - 1).map(|g| draw(rng, g)).collect();
+    let per_channel_choice = draw(rng, n - 1);
+    let mut parent = Genes::from_parts(widths, per_channel_choice);
     let mut parent_fitness = fitness(screen, &parent);
     let mut evaluations = 1;
     while evaluations < GA_EVALUATIONS {

@@ -134,7 +134,11 @@ pub(crate) fn flash(board: &str, board_dir: Option<&Path>, crate_dir: &Path) -> 
     if ceg4n::flash::probes().is_empty() {
         return Err(ceg4n::Error::Device(ceg4n::flash::NO_PROBE.into()).into());
     }
-    let elf = ceg4n::hil::build_firmware(crate_dir, &crate_dir.join("target"), &[])?;
+    let elf = ceg4n::hil::build_firmware(
+        crate_dir,
+        &crate_dir.join("target"),
+        ceg4n::hil::FirmwareVariant::Check,
+    )?;
     let probe = ceg4n::flash::flash(&board, &elf)?;
     println!(
         "flashed {} onto {} through {probe}",
