@@ -172,39 +172,29 @@ pub const fn rescale_fixed(bits: i128, from_frac: i32, to_frac: i32, range: ActR
 /// every finite double is exactly `mantissa * 2^exponent`, a fixed-point value. NaN maps to 0;
 /// infinities saturate. The host model quantizes every input with this function.
 pub const fn quantize_f64_bits(bits: u64, to_frac: i32, range: ActRange) -> i32 {
-    let negative = bits >> 63 == 1;
-    let exponent = ((bits >> 52) & 0x7ff) as i32;
-    let fraction = bits & ((1u64 << 52) - 1);
-    if exponent == 0x7ff {
-        return if fraction != 0 {
-            0
-        } else if negative {
-            range.min
-        } else {
-            range.max
-        };
-    }
-    // Subnormals have no implicit leading one and the smallest exponent.
-    let (mantissa, power) = if exponent == 0 {
-        (fraction, -1074)
-    } else {
-        (fraction | (1u64 << 52), exponent - 1075)
-    };
-    let signed = if negative {
-        -(mantissa as i128)
-    } else {
-        mantissa as i128
-    };
-    rescale_fixed(signed, -power, to_frac, range)
+    quantize_ieee(bits, 52, 11, to_frac, range)
 }
 
 /// [`quantize_f64_bits`] for an IEEE-754 binary32 value (`f32::to_bits`): what a generated
 /// crate does to an `f32` input, with integer operations only.
 pub const fn quantize_f32_bits(bits: u32, to_frac: i32, range: ActRange) -> i32 {
-    let negative = bits >> 31 == 1;
-    let exponent = ((bits >> 23) & 0xff) as i32;
-    let fraction = bits & ((1u32 << 23) - 1);
-    if exponent == 0xff {
+    quantize_ieee(bits as u64, 23, 8, to_frac, range)
+}
+
+/// An IEEE-754 value of `fraction_bits` fraction and `exponent_bits` exponent bits (sign bit
+/// above them) as the fixed-point value `±mantissa * 2^power`, rescaled by [`rescale_fixed`].
+const fn quantize_ieee(
+    bits: u64,
+    fraction_bits: u32,
+    exponent_bits: u32,
+    to_frac: i32,
+    range: ActRange,
+) -> i32 {
+    let negative = (bits >> (fraction_bits + exponent_bits)) & 1 == 1;
+    let all_ones = (1u64 << exponent_bits) - 1;
+    let exponent = (bits >> fraction_bits) & all_ones;
+    let fraction = bits & ((1u64 << fraction_bits) - 1);
+    if exponent == all_ones {
         return if fraction != 0 {
             0
         } else if negative {
@@ -213,10 +203,15 @@ pub const fn quantize_f32_bits(bits: u32, to_frac: i32, range: ActRange) -> i32 
             range.max
         };
     }
+    // The exponent bias; subnormals have no implicit leading one and the smallest exponent.
+    let bias = (1i32 << (exponent_bits - 1)) - 1;
     let (mantissa, power) = if exponent == 0 {
-        (fraction, -149)
+        (fraction, 1 - bias - fraction_bits as i32)
     } else {
-        (fraction | (1u32 << 23), exponent - 150)
+        (
+            fraction | (1u64 << fraction_bits),
+            exponent as i32 - bias - fraction_bits as i32,
+        )
     };
     let signed = if negative {
         -(mantissa as i128)
