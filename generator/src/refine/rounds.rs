@@ -127,6 +127,7 @@ impl<'a> LoopState<'a> {
             rows: Vec::new(),
             allowed_misses: 0,
             rejected: HashSet::new(),
+            ceiling: None,
             evaluations: 0,
             template,
         };
@@ -237,7 +238,8 @@ impl<'a> LoopState<'a> {
                     .per_channel
                     .iter()
                     .filter_map(|pc| {
-                        search::descend(&mut self.screen, &Genes::widest(layers, *pc), layers)
+                        let top = self.screen.top(*pc);
+                        search::descend(&mut self.screen, &top, layers)
                     })
                     .collect();
                 found
@@ -470,7 +472,11 @@ impl<'a> LoopState<'a> {
                 });
             }
             match self.phase {
-                Phase::Anchor => self.phase = Phase::Search,
+                Phase::Anchor => {
+                    // Nothing wider than the proved anchor is needed anywhere.
+                    self.screen.ceiling = self.best.as_ref().map(|b| b.genes.widths().to_vec());
+                    self.phase = Phase::Search;
+                }
                 // A widened proof may have slack: lower it one width at a time.
                 Phase::Search if widened_by > 0 => self.phase = Phase::Lowering,
                 Phase::Search => return Ok(Some(StopReason::EveryBoxProved)),

@@ -56,6 +56,9 @@ pub(super) struct Screen<'a> {
     pub allowed_misses: usize,
     /// Configurations verified and refuted (or left undecided): never proposed again.
     pub rejected: HashSet<Genes>,
+    /// The proved anchor's widths, once there is one: no width goes above the conventional
+    /// configuration that is already proved (a wider one is needed nowhere).
+    pub ceiling: Option<Vec<u32>>,
     pub evaluations: usize,
     pub template: QuantConfig,
 }
@@ -76,7 +79,7 @@ impl Screen<'_> {
     /// stopping after `limit`.
     pub fn violations(&mut self, genes: &[u32], limit: usize) -> usize {
         self.evaluations += 1;
-        if self.rejected.contains(genes) {
+        if self.rejected.contains(genes) || self.above_ceiling(genes) {
             return usize::MAX;
         }
         let Ok(int_net) = self.task.quantize(&self.config(genes)) else {
@@ -104,6 +107,21 @@ impl Screen<'_> {
             }
         }
         count + misses.saturating_sub(self.allowed_misses)
+    }
+
+    /// Whether some width of `genes` lies above the ceiling.
+    fn above_ceiling(&self, genes: &[u32]) -> bool {
+        self.ceiling
+            .as_ref()
+            .is_some_and(|c| genes.iter().zip(c).any(|(g, top)| g > top))
+    }
+
+    /// The widths a descent starts from: the ceiling, else 16 bits everywhere.
+    pub fn top(&self, per_channel: u32) -> Genes {
+        match &self.ceiling {
+            Some(c) => Genes::from_parts(c.clone(), per_channel),
+            None => Genes::widest(self.template.weight_bits.len(), per_channel),
+        }
     }
 
     pub fn passes(&mut self, genes: &[u32]) -> bool {
