@@ -97,7 +97,7 @@ impl<'a> LoopState<'a> {
                 None => props.push(p.clone()),
             }
         }
-        let mut points: Vec<Vec<f64>> = Vec::new();
+        let mut points: Vec<(Vec<f64>, String)> = Vec::new();
         if options.search == Search::Descent {
             let widest = task.quantize(&template)?;
             let mut kept = Vec::new();
@@ -111,14 +111,14 @@ impl<'a> LoopState<'a> {
                 {
                     Some(x) => excluded.push(ExcludedBox::new(net, verify, &p, x)),
                     None => {
-                        points.extend(samples);
+                        points.extend(samples.into_iter().map(|x| (x, p.id.clone())));
                         kept.push(p);
                     }
                 }
             }
             props = kept;
         } else {
-            points = props.iter().map(|p| p.x.clone()).collect();
+            points = props.iter().map(|p| (p.x.clone(), p.id.clone())).collect();
         }
         let mut screen = Screen {
             task,
@@ -131,8 +131,8 @@ impl<'a> LoopState<'a> {
             evaluations: 0,
             template,
         };
-        for x in points {
-            screen.add_point(x);
+        for (x, owner) in points {
+            screen.add_point(x, &owner);
         }
         let per_channel: Vec<u32> = match options.per_channel {
             Some(forced) => vec![forced as u32],
@@ -272,6 +272,10 @@ impl<'a> LoopState<'a> {
                 None => true,
             });
         self.screen.points.retain(|p| !blocked.contains(&p.x));
+        let dropped: Vec<String> = self.excluded.iter().map(|e| e.id.clone()).collect();
+        for id in dropped {
+            self.screen.drop_box(&id);
+        }
         true
     }
 
@@ -318,13 +322,34 @@ impl<'a> LoopState<'a> {
         }
         self.attacks += 1;
         for (id, ce) in found {
-            self.screen
-                .add_point(ce.input.iter().map(|v| *v as f64).collect());
-            self.counterexamples
-                .push(FoundCounterexample::new(round, id, &ce));
+            self.learn(round, &id, &ce);
         }
         self.screen.rejected.insert(genes.clone());
         true
+    }
+
+    /// A replayed counterexample of box `id`: recorded, and a point of the screen, unless the
+    /// float class there differs from the box centre's: then the float decision boundary
+    /// crosses the box, which is excluded with that witness (no width can be proved there, and
+    /// its points would only push every width up).
+    fn learn(&mut self, round: usize, id: &str, ce: &verify::Counterexample) {
+        self.counterexamples
+            .push(FoundCounterexample::new(round, id.to_string(), ce));
+        let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+        let Some(prop) = self.props.iter().find(|p| p.id == id) else {
+            return;
+        };
+        let net = &self.task.net;
+        let decision = self.verify.decision;
+        if decision.pick(&net.logits(&x)) != decision.pick(&net.logits(&prop.x)) {
+            self.excluded
+                .push(ExcludedBox::new(net, self.verify, prop, &x));
+            self.props.retain(|p| p.id != id);
+            self.refuted_in_a_row.remove(id);
+            self.screen.drop_box(id);
+        } else {
+            self.screen.add_point(x, id);
+        }
     }
 
     /// Verifies every claimed box at the candidate (nested boxes outermost first for the
@@ -393,6 +418,7 @@ impl<'a> LoopState<'a> {
                 self.excluded
                     .push(ExcludedBox::new(&self.task.net, self.verify, p, &x));
                 self.props.retain(|q| q.id != id);
+                self.screen.drop_box(&id);
                 dropped = true;
             }
         }
@@ -418,7 +444,7 @@ impl<'a> LoopState<'a> {
             return Ok(None);
         }
         self.progress.round(round, &config, self.props.len());
-        let mut verdicts = self.verify_claimed(&int_net);
+        let verdicts = self.verify_claimed(&int_net);
         let count =
             |verdicts: &[BoxVerdict], s: Status| verdicts.iter().filter(|v| v.status == s).count();
         // The anchor round predicts no later round: boxes it leaves undecided are not
@@ -439,12 +465,15 @@ impl<'a> LoopState<'a> {
         });
         for v in &verdicts {
             if let Some(ce) = &v.counterexample {
-                self.counterexamples
-                    .push(FoundCounterexample::new(round, v.id.clone(), ce));
-                self.screen
-                    .add_point(ce.input.iter().map(|v| *v as f64).collect());
+                self.learn(round, &v.id, ce);
             }
         }
+        // Verdicts of boxes excluded just now decide nothing.
+        let verdicts: Vec<BoxVerdict> = verdicts
+            .into_iter()
+            .filter(|v| !self.excluded.iter().any(|e| e.id == v.id))
+            .collect();
+        let mut verdicts = verdicts;
         // Boxes cut short by the time limit were not given their time-out: they stay claimed.
         let cut_short = Instant::now() >= self.start + self.options.time_limit;
         if self.phase == Phase::Anchor && !cut_short {

@@ -18,12 +18,18 @@ use crate::verify::{self, Quantized, VerifyOptions};
 pub(super) struct ScreenPoint {
     pub x: Vec<f64>,
     float_logits: Vec<f64>,
+    /// The box the point was drawn from or refutes (none for data rows).
+    pub owner: Option<String>,
 }
 
 impl ScreenPoint {
-    pub fn new(task: &Task, x: Vec<f64>) -> ScreenPoint {
+    pub fn new(task: &Task, x: Vec<f64>, owner: Option<String>) -> ScreenPoint {
         let float_logits = task.net.logits(&x);
-        ScreenPoint { x, float_logits }
+        ScreenPoint {
+            x,
+            float_logits,
+            owner,
+        }
     }
 
     fn violated_by(&self, quantized: Quantized, options: &VerifyOptions) -> bool {
@@ -69,10 +75,15 @@ impl Screen<'_> {
         Genes::config(genes, &self.template)
     }
 
-    /// Adds a point every configuration must get right.
-    pub fn add_point(&mut self, x: Vec<f64>) {
-        let point = ScreenPoint::new(self.task, x);
+    /// Adds a point of box `owner` that every configuration must get right.
+    pub fn add_point(&mut self, x: Vec<f64>, owner: &str) {
+        let point = ScreenPoint::new(self.task, x, Some(owner.to_string()));
         self.points.push(point);
+    }
+
+    /// Drops the points of an excluded box: it constrains nothing any more.
+    pub fn drop_box(&mut self, id: &str) {
+        self.points.retain(|p| p.owner.as_deref() != Some(id));
     }
 
     /// Points the configuration gets wrong plus rows it gets wrong beyond the allowance,
@@ -190,7 +201,7 @@ impl Screen<'_> {
         let widest = self.widest_networks(per_channel);
         let mut set_aside = Vec::new();
         for (i, x) in rows.iter().enumerate() {
-            let point = ScreenPoint::new(self.task, x.clone());
+            let point = ScreenPoint::new(self.task, x.clone(), None);
             let unmatched = widest
                 .iter()
                 .all(|n| point.violated_by(Quantized::Integer(n), self.options));
