@@ -213,14 +213,31 @@ fn stored_requant(requant: &[ceg4n_runtime::Requant]) -> &[ceg4n_runtime::Requan
     }
 }
 
-/// The weights with the largest one negated (test-only: hardware-in-the-loop tests must catch
-/// it; the largest weight is the one most sure to change the logits).
-fn corrupted(weights: &[i16]) -> Vec<i16> {
-    let mut out = weights.to_vec();
-    if let Some(w) = out.iter_mut().max_by_key(|w| w.unsigned_abs()) {
-        *w = -*w;
+/// The first layer's weights with one negated (test-only: hardware-in-the-loop tests must
+/// catch it): the weight of largest magnitude whose negation changes the host model's logits
+/// on some test vector (a weight into a neuron no vector activates would go unnoticed), else
+/// the largest.
+fn corrupted_first_layer(net: &IntNetwork, vectors: &[Vector]) -> Vec<i16> {
+    let first = &net.layers[0];
+    let mut order: Vec<usize> = (0..first.weights.len()).collect();
+    order.sort_by_key(|i| std::cmp::Reverse(first.weights[*i].unsigned_abs()));
+    let negated = |i: usize| {
+        let mut w = first.weights.clone();
+        w[i] = -w[i];
+        w
+    };
+    // A few candidates suffice: a large weight into a live neuron shows at once.
+    let visible = order.iter().copied().take(64).find(|&i| {
+        let mut probe = net.clone();
+        probe.layers[0].weights = negated(i);
+        probe.layers[0].packed =
+            crate::int_model::pack_weights(&probe.layers[0].weights, first.weight_bits);
+        vectors.iter().any(|v| probe.logits_q(&v.input) != v.logits)
+    });
+    match visible.or(order.first().copied()) {
+        Some(i) => negated(i),
+        None => first.weights.clone(),
     }
-    out
 }
 
 /// Bytes of a layer's stored weights.
@@ -361,9 +378,13 @@ impl CrateSpec<'_> {
                     weight_bits: l.weight_bits,
                     weight_type: wt,
                     weight_len: stored.len(),
-                    corrupted: stored_weights(&corrupted(&l.weights), l.weight_bits)
-                        .1
-                        .join(", "),
+                    corrupted: if index == 0 {
+                        stored_weights(&corrupted_first_layer(net, &self.vectors), l.weight_bits)
+                            .1
+                            .join(", ")
+                    } else {
+                        String::new()
+                    },
                     weights: stored.join(", "),
                     packed: l.weight_bits < PACK_BELOW_BITS,
                     acc_type: at,
