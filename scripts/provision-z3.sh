@@ -12,7 +12,9 @@ set -euo pipefail
 Z3_WHEEL_VERSION="${Z3_WHEEL_VERSION:-5.4.1.0}"
 root="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 link="$root/.deps/z3"
-dest="${CEG4N_Z3_DIR:-${XDG_DATA_HOME:-$HOME/.local/share}/ceg4n/z3-$Z3_WHEEL_VERSION}"
+data_home="${XDG_DATA_HOME:-${HOME:+$HOME/.local/share}}"
+# Without a home directory the library stays in the checkout (as before).
+dest="${CEG4N_Z3_DIR:-${data_home:-$root/.deps/share}/ceg4n/z3-$Z3_WHEEL_VERSION}"
 point_link() {
   mkdir -p "$root/.deps"
   if [ -e "$link" ] && [ ! -L "$link" ]; then rm -rf "$link"; fi
