@@ -218,7 +218,7 @@ pub fn refine_network(
     name: &str,
     options: &crate::refine::RefineOptions,
 ) -> Result<RefineRow> {
-    use crate::refine::{accuracy, refine, Search, Silent, Storage};
+    use crate::refine::{refine, Search, Silent, Storage};
     let net = import_path(&suite.model(name))?;
     let props = load_properties(&suite.properties(name), net.input_len())?;
     let test = suite
@@ -226,7 +226,7 @@ pub fn refine_network(
         .map(|p| crate::data::Dataset::load_csv(&p, net.input_len()))
         .transpose()?;
     // The test split calibrates and sets the fidelity floor, as `--data` does for `refine`.
-    let task = Task::with_data(&suite.model(name), net, props, test.clone());
+    let task = Task::with_data(&suite.model(name), net, props, test);
     let artifact_weight_storage_bits = suite.artifact.get(name).and_then(|a| {
         let bits = a.bits.as_ref()?;
         (bits.len() == task.net.layers.len()).then(|| {
@@ -241,17 +241,6 @@ pub fn refine_network(
     let refinement = refine(&task, options, &Silent)?;
     let config = refinement.config.clone();
     let storage = config.as_ref().map(|c| Storage::of(&task.net, c));
-    let accuracy = match (&test, &config) {
-        (Some(t), Some(c)) => Some(accuracy(
-            &task,
-            c,
-            t,
-            options.min_agreement,
-            &refinement.rows_set_aside,
-            options.verify.decision,
-        )?),
-        _ => None,
-    };
     Ok(RefineRow {
         network: name.to_string(),
         search: match options.search {
@@ -282,7 +271,7 @@ pub fn refine_network(
         rounds: refinement.rounds.len(),
         verifier_calls: refinement.verifier_calls,
         seconds: refinement.seconds,
-        accuracy,
+        accuracy: refinement.accuracy,
         stop_reason: refinement.stop.to_string(),
     })
 }

@@ -6,7 +6,7 @@ use anyhow::{bail, Result};
 
 use crate::data::{load_properties, write_properties, DataBoxes, Dataset, Property};
 use crate::onnx_import::import_path;
-use crate::refine::{accuracy, refine, uniform_curve, Progress, RefineOptions};
+use crate::refine::{refine, uniform_curve, Progress, RefineOptions};
 use crate::report::RefineReport;
 use crate::task::Task;
 
@@ -71,17 +71,6 @@ pub fn refine_model(request: &RefineRequest, progress: &dyn Progress) -> Result<
     };
     let task = Task::with_data(request.model, net, props, data);
     let refinement = refine(&task, &request.options, progress)?;
-    let accuracy = match (&task.data, &refinement.config) {
-        (Some(d), Some(c)) => Some(accuracy(
-            &task,
-            c,
-            d,
-            request.options.min_agreement,
-            &refinement.rows_set_aside,
-            request.options.verify.decision,
-        )?),
-        _ => None,
-    };
     let mut report = RefineReport::new(
         &task,
         &props_path,
@@ -90,7 +79,7 @@ pub fn refine_model(request: &RefineRequest, progress: &dyn Progress) -> Result<
         request.options.seed,
         &request.options.verify,
         &refinement,
-        accuracy,
+        refinement.accuracy,
         (
             request.options.per_channel == Some(true),
             request.options.uniform_input,

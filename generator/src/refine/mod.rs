@@ -239,6 +239,9 @@ pub struct Refinement {
     pub stop: StopReason,
     /// Data rows the fidelity floor does not count (no 16-bit network agrees there).
     pub rows_set_aside: Vec<SetAsideRow>,
+    /// Accuracy and agreement with the float network on the task's data at `config` (the
+    /// figures the floor was checked with), when there is data and a configuration.
+    pub accuracy: Option<Accuracy>,
 }
 
 /// Why the loop stopped.

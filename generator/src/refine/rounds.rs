@@ -261,22 +261,33 @@ impl<'a> LoopState<'a> {
         if blocked.is_empty() {
             return false;
         }
-        let (net, verify) = (&self.task.net, self.verify);
-        let excluded = &mut self.excluded;
-        self.props
-            .retain(|p| match blocked.iter().find(|x| p.contains_point(x)) {
-                Some(x) => {
-                    excluded.push(ExcludedBox::new(net, verify, p, x));
-                    false
-                }
-                None => true,
-            });
-        self.screen.points.retain(|p| !blocked.contains(&p.x));
-        let dropped: Vec<String> = self.excluded.iter().map(|e| e.id.clone()).collect();
-        for id in dropped {
-            self.screen.drop_box(&id);
+        // Each blocked point lies in the box it was drawn from, so that box is excluded and
+        // its points (the blocked ones among them) leave the screen.
+        let hits: Vec<(String, Vec<f64>)> = self
+            .props
+            .iter()
+            .filter_map(|p| {
+                let x = blocked.iter().find(|x| p.contains_point(x))?;
+                Some((p.id.clone(), x.clone()))
+            })
+            .collect();
+        for (id, x) in hits {
+            self.exclude(&id, &x);
         }
         true
+    }
+
+    /// Leaves box `id` out of the claim with the witness `x` (no width up to 16 bits can be
+    /// proved there): it is recorded as excluded, and its screen points constrain nothing more.
+    fn exclude(&mut self, id: &str, x: &[f64]) {
+        let Some(prop) = self.props.iter().find(|p| p.id == id) else {
+            return;
+        };
+        self.excluded
+            .push(ExcludedBox::new(&self.task.net, self.verify, prop, x));
+        self.props.retain(|p| p.id != id);
+        self.refuted_in_a_row.remove(id);
+        self.screen.drop_box(id);
     }
 
     /// After every few refuted rounds the default search's proposals get a bit more per width.
@@ -342,11 +353,7 @@ impl<'a> LoopState<'a> {
         let net = &self.task.net;
         let decision = self.verify.decision;
         if decision.pick(&net.logits(&x)) != decision.pick(&net.logits(&prop.x)) {
-            self.excluded
-                .push(ExcludedBox::new(net, self.verify, prop, &x));
-            self.props.retain(|p| p.id != id);
-            self.refuted_in_a_row.remove(id);
-            self.screen.drop_box(id);
+            self.exclude(id, &x);
         } else {
             self.screen.add_point(x, id);
         }
@@ -415,10 +422,7 @@ impl<'a> LoopState<'a> {
             };
             self.verifier_calls += self.per_channel.len();
             if let Some(x) = self.screen.refuted_at_widest(p, &self.per_channel) {
-                self.excluded
-                    .push(ExcludedBox::new(&self.task.net, self.verify, p, &x));
-                self.props.retain(|q| q.id != id);
-                self.screen.drop_box(&id);
+                self.exclude(&id, &x);
                 dropped = true;
             }
         }
@@ -540,20 +544,18 @@ impl<'a> LoopState<'a> {
         let storage = config.as_ref().map(|c| Storage::of(&task.net, c));
         // The floor was a constraint of the search; checked here once more on the result, so
         // that no report can say verified below it.
-        let floor_met = match (&task.data, &config) {
-            (Some(data), Some(c)) => {
-                metrics::accuracy(
-                    task,
-                    c,
-                    data,
-                    self.options.min_agreement,
-                    &self.rows_set_aside,
-                    self.options.verify.decision,
-                )?
-                .floor_met
-            }
-            _ => true,
+        let accuracy = match (&task.data, &config) {
+            (Some(data), Some(c)) => Some(metrics::accuracy(
+                task,
+                c,
+                data,
+                self.options.min_agreement,
+                &self.rows_set_aside,
+                self.options.verify.decision,
+            )?),
+            _ => None,
         };
+        let floor_met = accuracy.is_none_or(|a| a.floor_met);
         Ok(Refinement {
             excluded: self.excluded,
             config,
@@ -567,6 +569,7 @@ impl<'a> LoopState<'a> {
             seconds: self.start.elapsed().as_secs_f64(),
             stop,
             rows_set_aside: self.rows_set_aside,
+            accuracy,
         })
     }
 }
