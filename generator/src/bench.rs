@@ -2,7 +2,7 @@
 
 use std::time::Instant;
 
-use anyhow::Result;
+use crate::error::Result;
 use serde::Serialize;
 
 use crate::data::load_properties;
@@ -10,7 +10,7 @@ use crate::onnx_import::import_path;
 use crate::quantize::{QuantConfig, DEFAULT_WEIGHT_BITS};
 use crate::suite::Suite;
 use crate::task::Task;
-use crate::verify::{verify_boxes, Quantized, Status, VerifyOptions};
+use crate::verify::{Quantized, Status, VerifyOptions};
 
 /// Settings of `bench verify`.
 #[derive(Clone, Debug)]
@@ -113,14 +113,9 @@ impl VerifyBench {
             Quantized::Integer(&int_net)
         };
         let start = Instant::now();
-        let verdicts = verify_boxes(
-            &task.net,
-            quantized,
-            task.reference.as_ref(),
-            &task.props,
-            &self.options,
-            self.jobs,
-        );
+        let verdicts = task
+            .compare(quantized, &self.options)
+            .verify_boxes(&task.props, self.jobs);
         let total_seconds = start.elapsed().as_secs_f64();
         let count = |s: Status| verdicts.iter().filter(|v| v.status == s).count();
         let mut seconds: Vec<f64> = verdicts.iter().map(|v| v.seconds).collect();

@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use serde::{Deserialize, Serialize};
 
 /// One board.
@@ -47,7 +47,7 @@ impl Board {
     /// Parses and checks one board file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Board> {
         let board: Board = toml::from_str(text).map_err(|e| {
-            anyhow::anyhow!(
+            crate::error::input_error!(
                 "{origin}: not a board file ({}); see boards/README.md for the fields",
                 e.message()
             )

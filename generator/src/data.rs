@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, input_error, Context, Result};
 use serde::Deserialize;
 
 /// Labelled feature vectors.
@@ -189,7 +189,7 @@ pub fn load_properties(path: &Path, features: usize) -> Result<Vec<Property>> {
     let text =
         std::fs::read_to_string(path).with_context(|| format!("cannot read {}", path.display()))?;
     let raw: Vec<RawProperty> = serde_json::from_str(&text).map_err(|e| {
-        anyhow!(
+        input_error!(
             "{}: not a CEG4N property file ({e}); expected a JSON list of {{id, x, lower_bounds, upper_bounds, y}}, or use a .csv",
             path.display()
         )
@@ -205,7 +205,7 @@ pub fn load_properties(path: &Path, features: usize) -> Result<Vec<Property>> {
             };
             let vector = |v: &serde_json::Value, what: &str| -> Result<Vec<f64>> {
                 let flat = flatten(v).ok_or_else(|| {
-                    anyhow!(
+                    input_error!(
                         "{} property {id}: `{what}` is not a (nested) list of numbers",
                         path.display()
                     )
@@ -232,7 +232,7 @@ pub fn load_properties(path: &Path, features: usize) -> Result<Vec<Property>> {
             }
             let y = match &r.y {
                 Some(v) => Some(flatten(v).ok_or_else(|| {
-                    anyhow!(
+                    input_error!(
                         "{} property {id}: `y` is not a list of numbers",
                         path.display()
                     )

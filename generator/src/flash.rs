@@ -2,7 +2,7 @@
 
 use std::path::Path;
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 
 use crate::board::Board;
 use crate::Error;
@@ -29,7 +29,7 @@ pub fn flash(board: &Board, elf: &Path) -> Result<String> {
     };
     let probes = probe_rs::probe::list::Lister::new().list_all();
     let Some(info) = probes.first() else {
-        return Err(Error::Device(NO_PROBE.into()).into());
+        return Err(Error::Device(NO_PROBE.into()));
     };
     let probe = info
         .open()

@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Context, Result};
+use crate::error::{bail, Context, Result};
 use serde::Serialize;
 
 use crate::board::Board;
@@ -72,9 +72,10 @@ pub fn build_firmware(dir: &Path, target_dir: &Path, variant: FirmwareVariant) -
             .lines()
             .find(|l| l.starts_with("error"))
             .unwrap_or("cargo build failed");
-        return Err(
-            Error::Tool(format!("{}: firmware build failed: {first}", dir.display())).into(),
-        );
+        return Err(Error::Tool(format!(
+            "{}: firmware build failed: {first}",
+            dir.display()
+        )));
     }
     let (name, target) = firmware_name_and_target(dir)?;
     Ok(target_dir.join(target).join("release").join(name))
@@ -199,8 +200,7 @@ fn run_qemu_with(
             "qemu-system-arm failed on {}: {}",
             elf.display(),
             errors.lines().next().unwrap_or("no message")
-        ))
-        .into());
+        )));
     }
     Ok(QemuRun {
         stdout,
@@ -304,8 +304,7 @@ pub fn build_plugin(dir: &Path) -> Result<PathBuf> {
         return Err(Error::Tool(format!(
             "{}: the QEMU plugin did not compile",
             source.display()
-        ))
-        .into());
+        )));
     }
     Ok(library)
 }

@@ -3,7 +3,7 @@
 
 use std::fmt::Write as _;
 
-use anyhow::{anyhow, Result};
+use crate::error::{input_error, Result};
 use plotters::prelude::*;
 
 use crate::report::RefineReport;
@@ -12,8 +12,8 @@ use crate::verify::Status;
 const WIDTH: u32 = 640;
 const HEIGHT: u32 = 340;
 
-fn plot_error<E: std::fmt::Debug>(e: E) -> anyhow::Error {
-    anyhow!("plotting failed: {e:?}")
+fn plot_error<E: std::fmt::Debug>(e: E) -> crate::Error {
+    input_error!("plotting failed: {e:?}")
 }
 
 /// Weight and activation bits per layer, side by side.

@@ -24,4 +24,4 @@ pub mod task;
 pub mod tract_reference;
 pub mod verify;
 
-pub use error::Error;
+pub use error::{Error, Result};

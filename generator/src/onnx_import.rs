@@ -9,7 +9,7 @@
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
-use anyhow::{anyhow, bail, Context, Result};
+use crate::error::{bail, input_error, Context, Error, Result};
 use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
@@ -46,16 +46,23 @@ pub fn import_path(path: &Path) -> Result<Network> {
     import_bytes(&bytes).with_context(|| format!("{}", path.display()))
 }
 
-/// Translates an ONNX model held in memory.
+/// Translates an ONNX model held in memory. Every failure is an [`Error::Import`].
 pub fn import_bytes(bytes: &[u8]) -> Result<Network> {
+    translate(bytes).map_err(|e| match e {
+        Error::Input(message) => Error::Import(message),
+        other => other,
+    })
+}
+
+fn translate(bytes: &[u8]) -> Result<Network> {
     let proto = tract_onnx::onnx()
         .proto_model_for_read(&mut &*bytes)
-        .map_err(|e| anyhow!("not a valid ONNX model (protobuf decoding failed: {e})"))?;
+        .map_err(|e| input_error!("not a valid ONNX model (protobuf decoding failed: {e})"))?;
     check_opset(&proto)?;
     let graph = proto
         .graph
         .as_ref()
-        .ok_or_else(|| anyhow!("the ONNX model has no graph"))?;
+        .ok_or_else(|| input_error!("the ONNX model has no graph"))?;
     Importer::default().run(graph)
 }
 
@@ -188,7 +195,7 @@ impl Importer {
         let output = node
             .output
             .first()
-            .ok_or_else(|| anyhow!("the node has no output"))?
+            .ok_or_else(|| input_error!("the node has no output"))?
             .clone();
         let value = match node.op_type.as_str() {
             "Constant" => Value::Const(constant_value(node)?),
@@ -288,11 +295,11 @@ impl Importer {
             .input
             .get(i)
             .filter(|n| !n.is_empty())
-            .ok_or_else(|| anyhow!("input {i} is missing"))?;
+            .ok_or_else(|| input_error!("input {i} is missing"))?;
         self.values
             .get(name)
             .cloned()
-            .ok_or_else(|| anyhow!("input '{name}' is not produced by any earlier node"))
+            .ok_or_else(|| input_error!("input '{name}' is not produced by any earlier node"))
     }
 
     /// Marks dynamic input `i` of `node` as used (a second use would be a branch) and returns
@@ -618,7 +625,8 @@ fn decode_tensor(t: &pb::TensorProto) -> Result<ArrayD<f32>> {
         .dims
         .iter()
         .map(|d| {
-            usize::try_from(*d).map_err(|_| anyhow!("tensor '{}' has a negative dimension", t.name))
+            usize::try_from(*d)
+                .map_err(|_| input_error!("tensor '{}' has a negative dimension", t.name))
         })
         .collect::<Result<_>>()?;
     let count: usize = dims.iter().product();

@@ -2,7 +2,7 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 
 use crate::data::{load_properties, write_properties, DataBoxes, Dataset, Property};
 use crate::onnx_import::import_path;
@@ -416,8 +416,8 @@ pub fn evaluate(
     calib_path: Option<&Path>,
 ) -> Result<Evaluation> {
     use crate::data::DataFile;
+    use crate::error::Context;
     use crate::quantize::Calibration;
-    use anyhow::Context;
     let features = net.input_len();
     let data = DataFile::load(data_path, features)?;
     let (inputs, labels, reference) = match &data {
@@ -524,7 +524,7 @@ pub fn verify_model(
     options: &crate::verify::VerifyOptions,
     jobs: usize,
 ) -> Result<Verification> {
-    use crate::verify::{verify_boxes, Quantized};
+    use crate::verify::Quantized;
     let net = import_path(model)?;
     let config = bits.config(&net)?;
     let props = boxes.load(net.input_len())?;
@@ -537,14 +537,9 @@ pub fn verify_model(
         Quantized::Integer(&int_net)
     };
     let start = std::time::Instant::now();
-    let verdicts = verify_boxes(
-        &task.net,
-        quantized,
-        task.reference.as_ref(),
-        &task.props,
-        options,
-        jobs,
-    );
+    let verdicts = task
+        .compare(quantized, options)
+        .verify_boxes(&task.props, jobs);
     Ok(Verification {
         config,
         verdicts,
@@ -569,7 +564,7 @@ pub struct VerifyBoxes<'a> {
 impl VerifyBoxes<'_> {
     /// The boxes, for a model of `features` inputs.
     pub fn load(&self, features: usize) -> Result<Vec<Property>> {
-        use anyhow::Context;
+        use crate::error::Context;
         if let Some(p) = self.props {
             return load_properties(p, features);
         }
@@ -620,8 +615,7 @@ pub fn require_emulated(board: &crate::board::Board) -> Result<()> {
             "board {} is a real board ({}): flash it with `ceg4n flash`; reading device results back over RTT is not implemented yet; emulated boards: see `ceg4n boards`",
             board.name,
             board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
-        ))
-        .into());
+        )));
     }
     Ok(())
 }

@@ -5,7 +5,7 @@
 //! requantization by a 31-bit multiplier and a shift. Input operations (normalisation) are
 //! folded into the first layer here, in f64, so the integer network takes the raw input.
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use ceg4n_runtime::{weight_range, ActRange, Requant, MAX_BITS, MIN_BITS};
 use ndarray::{Array1, Array2};
 use serde::Serialize;

@@ -5,13 +5,14 @@
 
 use std::path::{Path, PathBuf};
 
-use anyhow::Result;
+use crate::error::Result;
 
 use crate::data::{Dataset, Property};
 use crate::int_model::IntNetwork;
 use crate::ir::Network;
 use crate::quantize::{paper_fake_quantize, quantize, Calibration, QuantConfig};
 use crate::tract_reference::TractReference;
+use crate::verify::{Comparison, Quantized, VerifyOptions};
 
 /// A network and the boxes it is verified on.
 pub struct Task {
@@ -69,6 +70,16 @@ impl Task {
             calibration,
             reference,
         }
+    }
+
+    /// The comparison of this task's float network with `quantized`, with tract's cross-check
+    /// of the ONNX file when it loaded.
+    pub fn compare<'a>(
+        &'a self,
+        quantized: Quantized<'a>,
+        options: &'a VerifyOptions,
+    ) -> Comparison<'a> {
+        Comparison::new(&self.net, quantized, options).with_reference(self.reference.as_ref())
     }
 
     /// The integer network at `config`, calibrated on the boxes.

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use anyhow::{anyhow, Context, Result};
+use crate::error::{input_error, Context, Result};
 use tract_onnx::prelude::*;
 
 use crate::ir::Network;
@@ -27,7 +27,7 @@ impl TractReference {
             })
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
-            .map_err(|e| anyhow!("tract could not load {}: {e:#}", path.display()))?;
+            .map_err(|e| input_error!("tract could not load {}: {e:#}", path.display()))?;
         Ok(TractReference { plan, input_shape })
     }
 
@@ -39,10 +39,10 @@ impl TractReference {
         let out = self
             .plan
             .run(tvec!(Tensor::from(tensor).into()))
-            .map_err(|e| anyhow!("tract inference failed: {e:#}"))?;
+            .map_err(|e| input_error!("tract inference failed: {e:#}"))?;
         let view = out[0]
             .to_plain_array_view::<f32>()
-            .map_err(|e| anyhow!("tract output is not f32: {e:#}"))?;
+            .map_err(|e| input_error!("tract output is not f32: {e:#}"))?;
         Ok(view.iter().copied().collect())
     }
 }

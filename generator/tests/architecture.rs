@@ -105,6 +105,23 @@ fn states_are_enums_not_strings() {
 }
 
 #[test]
+fn the_library_speaks_its_own_error_type() {
+    // anyhow is the binary's: library functions return `ceg4n::Result`, whose error kind
+    // decides the exit code.
+    for (path, text) in library() {
+        let code: String = text
+            .lines()
+            .filter(|l| !l.trim_start().starts_with("//"))
+            .collect();
+        assert!(
+            !code.contains("anyhow"),
+            "{} uses anyhow; return ceg4n::Result",
+            name(&path)
+        );
+    }
+}
+
+#[test]
 fn nothing_is_looked_up_in_the_build_tree_at_run_time() {
     // Assets are embedded (include_str!, include_bytes!, include_dir!): an installed binary
     // needs no checkout.

@@ -85,8 +85,13 @@ fn float_accuracy_of_bundled_models_is_the_trained_one() {
     }
 }
 
-fn error_of(result: anyhow::Result<ceg4n::ir::Network>) -> String {
-    format!("{:#}", result.expect_err("import must fail"))
+fn error_of(result: ceg4n::Result<ceg4n::ir::Network>) -> String {
+    let error = result.expect_err("import must fail");
+    assert!(
+        matches!(error, ceg4n::Error::Import(_) | ceg4n::Error::Input(_)),
+        "{error:?}"
+    );
+    error.to_string()
 }
 
 #[test]

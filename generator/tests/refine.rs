@@ -10,7 +10,7 @@ use ceg4n::data::load_properties;
 use ceg4n::onnx_import::import_path;
 use ceg4n::refine::{refine, ExclusionReason, RefineOptions, Refinement, Search, Silent};
 use ceg4n::task::Task;
-use ceg4n::verify::{verify_boxes, Quantized, Status, VerifyOptions};
+use ceg4n::verify::{Comparison, Quantized, Status, VerifyOptions};
 use common::*;
 
 fn iris_task(props: &str) -> Task {
@@ -53,14 +53,9 @@ fn a_verified_result_is_proved_again_from_scratch_at_the_reported_bits() {
         assert_eq!(r.boxes.len(), task.props.len());
         assert!(r.boxes.iter().all(|b| b.status == Status::Proved));
         let int_net = task.quantize(&config).unwrap();
-        let again = verify_boxes(
-            &task.net,
-            Quantized::Integer(&int_net),
-            None,
-            &task.props,
-            &VerifyOptions::default(),
-            2,
-        );
+        let options = VerifyOptions::default();
+        let again = Comparison::new(&task.net, Quantized::Integer(&int_net), &options)
+            .verify_boxes(&task.props, 2);
         assert!(
             again.iter().all(|v| v.status == Status::Proved),
             "{search:?} {config:?}: {again:?}"

@@ -10,7 +10,7 @@ use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig};
 use ceg4n::verify::bounds::{float_bounds, int_bounds};
 use ceg4n::verify::encode::encode;
-use ceg4n::verify::{verify_box, Quantized, QuantizedLogits, Status, VerifyOptions};
+use ceg4n::verify::{Comparison, Quantized, QuantizedLogits, Status, VerifyOptions};
 use common::*;
 use rand::Rng;
 use z3::{SatResult, Solver};
@@ -181,13 +181,12 @@ fn verify_all(
     let verdicts = props
         .iter()
         .map(|p| {
-            verify_box(
+            Comparison::new(
                 &net,
                 Quantized::Integer(&int_net),
-                None,
-                p,
                 &VerifyOptions::default(),
             )
+            .verify_box(p)
         })
         .collect();
     (net, int_net, props, verdicts)
@@ -265,7 +264,10 @@ fn a_deliberately_broken_quantization_is_caught() {
     let good_proved = props
         .iter()
         .filter(|p| {
-            verify_box(&net, Quantized::Integer(&good), None, p, &options).status == Status::Proved
+            Comparison::new(&net, Quantized::Integer(&good), &options)
+                .verify_box(p)
+                .status
+                == Status::Proved
         })
         .count();
     assert!(good_proved > 0);
@@ -277,7 +279,7 @@ fn a_deliberately_broken_quantization_is_caught() {
     row0.swap_with_slice(&mut rest[..n]);
     let verdicts: Vec<_> = props
         .iter()
-        .map(|p| verify_box(&net, Quantized::Integer(&broken), None, p, &options))
+        .map(|p| Comparison::new(&net, Quantized::Integer(&broken), &options).verify_box(p))
         .collect();
     let caught = verdicts
         .iter()
@@ -300,7 +302,7 @@ fn paper_semantics_compares_with_the_fake_quantized_float_network() {
     let mut rng = rng(3);
     let (mut fine_proved, mut coarse_ces) = (0, 0);
     for p in &props {
-        let v = verify_box(&net, Quantized::Paper(&fine), None, p, &options);
+        let v = Comparison::new(&net, Quantized::Paper(&fine), &options).verify_box(p);
         assert_ne!(v.status, Status::Unknown, "box {}", p.id);
         if v.status == Status::Proved {
             fine_proved += 1;
@@ -318,7 +320,7 @@ fn paper_semantics_compares_with_the_fake_quantized_float_network() {
                 );
             }
         }
-        let v = verify_box(&net, Quantized::Paper(&coarse), None, p, &options);
+        let v = Comparison::new(&net, Quantized::Paper(&coarse), &options).verify_box(p);
         if let Some(ce) = &v.counterexample {
             coarse_ces += 1;
             assert!(matches!(ce.quantized_logits, QuantizedLogits::Real(_)));
@@ -349,7 +351,7 @@ fn epsilon_equivalence_is_proved_or_refuted_with_replayed_deviations() {
         };
         let verdicts: Vec<_> = props
             .iter()
-            .map(|p| verify_box(&net, quantized, None, p, &options))
+            .map(|p| Comparison::new(&net, quantized, &options).verify_box(p))
             .collect();
         for (p, v) in props.iter().zip(&verdicts) {
             assert_ne!(
@@ -413,10 +415,10 @@ fn nested_boxes_get_the_verdict_of_verifying_each_box_alone_with_fewer_calls() {
         let options = VerifyOptions::default();
         let quantized = Quantized::Integer(&int_net);
         let (nested, calls) =
-            ceg4n::verify::verify_nested_boxes(&net, quantized, None, &props, &options, 2, &|_| {});
+            Comparison::new(&net, quantized, &options).verify_nested_boxes(&props, 2, &|_| {});
         skipped += props.len() - calls;
         for (p, v) in props.iter().zip(&nested) {
-            let alone = verify_box(&net, quantized, None, p, &options);
+            let alone = Comparison::new(&net, quantized, &options).verify_box(p);
             assert_eq!(v.id, p.id);
             assert_eq!(v.status, alone.status, "{bits} bits, box {}", p.id);
             if let Some(by) = &v.decided_by {

@@ -2,7 +2,7 @@
 //! a uniform baseline, and agreement with the float network on the user's data (the fidelity
 //! floor).
 
-use anyhow::Result;
+use crate::error::Result;
 use ceg4n_runtime::{MAX_BITS, MIN_BITS};
 use serde::Serialize;
 

@@ -30,7 +30,7 @@ pub use search::{ANCHOR_BITS, GA_EVALUATIONS};
 
 use std::time::{Duration, Instant};
 
-use anyhow::{bail, Result};
+use crate::error::{bail, Result};
 use ceg4n_runtime::MAX_BITS;
 use serde::{Deserialize, Serialize};
 

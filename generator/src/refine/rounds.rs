@@ -3,7 +3,7 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Instant;
 
-use anyhow::Result;
+use crate::error::Result;
 use ceg4n_runtime::MAX_BITS;
 use rand::SeedableRng;
 
@@ -105,10 +105,10 @@ impl<'a> LoopState<'a> {
                 let samples = p.sample_points(0, 16, SCREEN_SAMPLES_PER_BOX, &mut rng);
                 // A box where even the widest configuration disagrees somewhere cannot be
                 // proved at any width.
-                match samples
-                    .iter()
-                    .find(|x| verify::violates(net, Quantized::Integer(&widest), x, verify))
-                {
+                match samples.iter().find(|x| {
+                    task.compare(Quantized::Integer(&widest), verify)
+                        .violates(x)
+                }) {
                     Some(x) => excluded.push(ExcludedBox::new(net, verify, &p, x)),
                     None => {
                         points.extend(samples.into_iter().map(|x| (x, p.id.clone())));
@@ -317,15 +317,10 @@ impl<'a> LoopState<'a> {
             .props
             .iter()
             .filter_map(|p| {
-                verify::search_counterexample(
-                    &task.net,
-                    Quantized::Integer(int_net),
-                    task.reference.as_ref(),
-                    p,
-                    self.verify,
-                )
-                .filter(|ce| ce.reproduces_in_f32)
-                .map(|ce| (p.id.clone(), ce))
+                task.compare(Quantized::Integer(int_net), self.verify)
+                    .search_counterexample(p)
+                    .filter(|ce| ce.reproduces_in_f32)
+                    .map(|ce| (p.id.clone(), ce))
             })
             .collect();
         if found.is_empty() {
@@ -363,35 +358,18 @@ impl<'a> LoopState<'a> {
     /// default search; every box for the artifact's).
     fn verify_claimed(&mut self, int_net: &IntNetwork) -> Vec<BoxVerdict> {
         let task = self.task;
-        let quantized = Quantized::Integer(int_net);
-        let reference = task.reference.as_ref();
+        let comparison = task.compare(Quantized::Integer(int_net), self.verify);
         let progress = self.progress;
         let done = |v: &BoxVerdict| progress.proof(v);
         let jobs = self.options.jobs;
         match self.options.search {
             Search::Descent => {
-                let (verdicts, calls) = verify::verify_nested_boxes(
-                    &task.net,
-                    quantized,
-                    reference,
-                    &self.props,
-                    self.verify,
-                    jobs,
-                    &done,
-                );
+                let (verdicts, calls) = comparison.verify_nested_boxes(&self.props, jobs, &done);
                 self.verifier_calls += calls;
                 verdicts
             }
             Search::Genetic => {
-                let verdicts = verify::verify_boxes_with(
-                    &task.net,
-                    quantized,
-                    reference,
-                    &self.props,
-                    self.verify,
-                    jobs,
-                    &done,
-                );
+                let verdicts = comparison.verify_boxes_with(&self.props, jobs, &done);
                 self.verifier_calls += verdicts.len();
                 verdicts
             }

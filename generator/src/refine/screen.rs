@@ -161,13 +161,9 @@ impl Screen<'_> {
         let task = self.task;
         let mut witness = None;
         for int_net in self.widest_networks(per_channel) {
-            let verdict = verify::verify_box(
-                &task.net,
-                Quantized::Integer(&int_net),
-                task.reference.as_ref(),
-                prop,
-                self.options,
-            );
+            let verdict = task
+                .compare(Quantized::Integer(&int_net), self.options)
+                .verify_box(prop);
             let ce = verdict.counterexample.filter(|c| c.reproduces_in_f32)?;
             witness.get_or_insert(ce.input.iter().map(|v| *v as f64).collect());
         }

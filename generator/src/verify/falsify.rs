@@ -3,107 +3,107 @@
 
 use rand::SeedableRng;
 
+use super::verdict::*;
 use super::*;
-use super::{replay::*, verdict::*};
 use crate::ir::Network;
-use crate::tract_reference::TractReference;
 
 /// Looks for a disagreement without the solver: first at the given points, then along
 /// segments between points the float network classifies differently, around the float
 /// decision boundary (where the integer network's own boundary almost surely lies a little
 /// off, leaving a thin sliver that uniform sampling misses).
-pub(crate) fn falsify(
-    net: &Network,
-    quantized: Quantized,
-    reference: Option<&TractReference>,
-    lower: &[f64],
-    upper: &[f64],
-    points: &[Vec<f64>],
-    options: &VerifyOptions,
-) -> Option<Counterexample> {
-    let decision = options.decision;
-    let float_class = |x: &[f64]| decision.pick(&net.logits(x));
-    let to_f32_box = |p: &[f64]| -> Vec<f64> {
-        p.iter()
-            .zip(lower)
-            .zip(upper)
-            .map(|((v, l), u)| {
-                let r = *v as f32 as f64;
-                // Keep the f32 rounding inside the box.
-                if r < *l || r > *u {
-                    v.max(*l).min(*u)
-                } else {
-                    r
-                }
-            })
-            .collect()
-    };
-    let disagreement = |p: &[f64]| -> Option<Counterexample> {
-        let p32 = to_f32_box(p);
-        if p32
-            .iter()
-            .zip(lower)
-            .zip(upper)
-            .any(|((v, l), u)| v < l || v > u)
-        {
-            return None;
-        }
-        // Cheap check on the host models first; tract runs only in the replay of a hit.
-        if !violates(net, quantized, &p32, options) {
-            return None;
-        }
-        let ce = replay(net, quantized, reference, &p32, FoundBy::Sampling, options);
-        ce.reproduces_in_f32.then_some(ce)
-    };
-    if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
-        return Some(ce);
-    }
-    if options.equivalence != Equivalence::Top1 {
-        return None;
-    }
-    let classes: Vec<usize> = points.iter().map(|p| float_class(p)).collect();
-    let anchor = 0;
-    let mut tried = 0;
-    for (i, p) in points.iter().enumerate() {
-        if classes[i] == classes[anchor] || tried >= BOUNDARY_SEGMENTS {
-            continue;
-        }
-        tried += 1;
-        let a = &points[anchor];
-        let at = |t: f64| -> Vec<f64> { a.iter().zip(p).map(|(x, y)| x + (y - x) * t).collect() };
-        // Bisect to the float decision boundary on the segment.
-        let (mut lo, mut hi) = (0.0f64, 1.0f64);
-        let class_lo = classes[anchor];
-        for _ in 0..60 {
-            let mid = 0.5 * (lo + hi);
-            if float_class(&at(mid)) == class_lo {
-                lo = mid;
-            } else {
-                hi = mid;
+impl Comparison<'_> {
+    pub(crate) fn falsify(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        points: &[Vec<f64>],
+    ) -> Option<Counterexample> {
+        let (net, options) = (self.float, self.options);
+        let decision = options.decision;
+        let float_class = |x: &[f64]| decision.pick(&net.logits(x));
+        let to_f32_box = |p: &[f64]| -> Vec<f64> {
+            p.iter()
+                .zip(lower)
+                .zip(upper)
+                .map(|((v, l), u)| {
+                    let r = *v as f32 as f64;
+                    // Keep the f32 rounding inside the box.
+                    if r < *l || r > *u {
+                        v.max(*l).min(*u)
+                    } else {
+                        r
+                    }
+                })
+                .collect()
+        };
+        let disagreement = |p: &[f64]| -> Option<Counterexample> {
+            let p32 = to_f32_box(p);
+            if p32
+                .iter()
+                .zip(lower)
+                .zip(upper)
+                .any(|((v, l), u)| v < l || v > u)
+            {
+                return None;
             }
+            // Cheap check on the host models first; tract runs only in the replay of a hit.
+            if !self.violates(&p32) {
+                return None;
+            }
+            let ce = self.replay(&p32, FoundBy::Sampling);
+            ce.reproduces_in_f32.then_some(ce)
+        };
+        if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
+            return Some(ce);
         }
-        // Probe both sides of the boundary at growing distances.
-        let mut delta = 1e-9;
-        while delta < 0.5 {
-            for t in [lo - delta, hi + delta] {
-                if (0.0..=1.0).contains(&t) {
-                    if let Some(ce) = disagreement(&at(t)) {
-                        return Some(ce);
+        if options.equivalence != Equivalence::Top1 {
+            return None;
+        }
+        let classes: Vec<usize> = points.iter().map(|p| float_class(p)).collect();
+        let anchor = 0;
+        let mut tried = 0;
+        for (i, p) in points.iter().enumerate() {
+            if classes[i] == classes[anchor] || tried >= BOUNDARY_SEGMENTS {
+                continue;
+            }
+            tried += 1;
+            let a = &points[anchor];
+            let at =
+                |t: f64| -> Vec<f64> { a.iter().zip(p).map(|(x, y)| x + (y - x) * t).collect() };
+            // Bisect to the float decision boundary on the segment.
+            let (mut lo, mut hi) = (0.0f64, 1.0f64);
+            let class_lo = classes[anchor];
+            for _ in 0..60 {
+                let mid = 0.5 * (lo + hi);
+                if float_class(&at(mid)) == class_lo {
+                    lo = mid;
+                } else {
+                    hi = mid;
+                }
+            }
+            // Probe both sides of the boundary at growing distances.
+            let mut delta = 1e-9;
+            while delta < 0.5 {
+                for t in [lo - delta, hi + delta] {
+                    if (0.0..=1.0).contains(&t) {
+                        if let Some(ce) = disagreement(&at(t)) {
+                            return Some(ce);
+                        }
                     }
                 }
+                delta *= 1.5;
             }
-            delta *= 1.5;
         }
+        None
     }
-    None
+
+    /// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
+    pub fn violates(&self, x: &[f64]) -> bool {
+        violates_given(&self.float.logits(x), self.quantized, x, self.options)
+    }
 }
 
-/// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
-pub fn violates(net: &Network, quantized: Quantized, x: &[f64], options: &VerifyOptions) -> bool {
-    violates_given(&net.logits(x), quantized, x, options)
-}
-
-/// [`violates`] with the float network's logits at `x` already computed.
+/// [`Comparison::violates`] with the float network's logits at `x` already computed.
 pub fn violates_given(
     float: &[f64],
     quantized: Quantized,
@@ -231,85 +231,78 @@ pub(crate) const FLOAT_SEARCH_RESTARTS: usize = 8;
 /// Steps of the local search in [`attack`].
 pub(crate) const ATTACK_STEPS: usize = 400;
 
-/// A gradient-free local search from `start` that pushes the quantized network's margin for
-/// the float class (or, under epsilon-equivalence, the deviation) towards a violation: random
-/// moves inside the box, kept when they do not worsen the objective, shrinking on failure.
-pub(crate) fn attack(
-    net: &Network,
-    quantized: Quantized,
-    reference: Option<&TractReference>,
-    lower: &[f64],
-    upper: &[f64],
-    start: &[f64],
-    options: &VerifyOptions,
-) -> Option<Counterexample> {
-    let decision = options.decision;
-    // Lower is closer to a violation; a violation scores below zero.
-    let objective = |x: &[f64]| -> f64 {
-        let f = net.logits(x);
-        let q = quantized.logits(x);
-        let dq = quantized.dequantized(&q);
-        match options.equivalence {
-            Equivalence::Epsilon(eps) => {
-                eps - f
-                    .iter()
-                    .zip(&dq)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0.0, f64::max)
-            }
-            Equivalence::Top1 => {
-                let k = decision.pick(&f);
-                let sign = if decision == Decision::ArgMax {
-                    1.0
-                } else {
-                    -1.0
-                };
-                let rival = (0..dq.len())
-                    .filter(|j| *j != k)
-                    .map(|j| sign * (dq[k] - dq[j]))
-                    .fold(f64::INFINITY, f64::min);
-                if q.class(decision) != k {
-                    -1.0
-                } else {
-                    rival
+impl Comparison<'_> {
+    /// A gradient-free local search from `start` that pushes the quantized network's margin for
+    /// the float class (or, under epsilon-equivalence, the deviation) towards a violation: random
+    /// moves inside the box, kept when they do not worsen the objective, shrinking on failure.
+    pub(crate) fn attack(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        start: &[f64],
+    ) -> Option<Counterexample> {
+        let (net, quantized, options) = (self.float, self.quantized, self.options);
+        let decision = options.decision;
+        // Lower is closer to a violation; a violation scores below zero.
+        let objective = |x: &[f64]| -> f64 {
+            let f = net.logits(x);
+            let q = quantized.logits(x);
+            let dq = quantized.dequantized(&q);
+            match options.equivalence {
+                Equivalence::Epsilon(eps) => {
+                    eps - f
+                        .iter()
+                        .zip(&dq)
+                        .map(|(a, b)| (a - b).abs())
+                        .fold(0.0, f64::max)
+                }
+                Equivalence::Top1 => {
+                    let k = decision.pick(&f);
+                    let sign = if decision == Decision::ArgMax {
+                        1.0
+                    } else {
+                        -1.0
+                    };
+                    let rival = (0..dq.len())
+                        .filter(|j| *j != k)
+                        .map(|j| sign * (dq[k] - dq[j]))
+                        .fold(f64::INFINITY, f64::min);
+                    if q.class(decision) != k {
+                        -1.0
+                    } else {
+                        rival
+                    }
                 }
             }
-        }
-    };
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA77AC);
-    let clamp = |x: Vec<f64>| -> Vec<f64> {
-        x.iter()
-            .zip(lower)
-            .zip(upper)
-            .map(|((v, l), u)| v.max(*l).min(*u))
-            .collect()
-    };
-    let moves = LocalSearch {
-        lower,
-        upper,
-        step: 0.25,
-        shrink: 0.95,
-    };
-    moves.run(
-        clamp(start.to_vec()),
-        &objective,
-        &clamp,
-        &mut rng,
-        |x, best| {
-            if best >= 0.0 {
-                return None;
-            }
-            let ce = replay(
-                net,
-                quantized,
-                reference,
-                x,
-                FoundBy::SolverAndSearch,
-                options,
-            );
-            ce.reproduces_in_f32.then_some(ce)
-        },
-    )
+        };
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA77AC);
+        let clamp = |x: Vec<f64>| -> Vec<f64> {
+            x.iter()
+                .zip(lower)
+                .zip(upper)
+                .map(|((v, l), u)| v.max(*l).min(*u))
+                .collect()
+        };
+        let moves = LocalSearch {
+            lower,
+            upper,
+            step: 0.25,
+            shrink: 0.95,
+        };
+        moves.run(
+            clamp(start.to_vec()),
+            &objective,
+            &clamp,
+            &mut rng,
+            |x, best| {
+                if best >= 0.0 {
+                    return None;
+                }
+                let ce = self.replay(x, FoundBy::SolverAndSearch);
+                ce.reproduces_in_f32.then_some(ce)
+            },
+        )
+    }
 }
 
 /// Segments between differently classified points searched for a boundary disagreement.

@@ -25,65 +25,96 @@ use crate::data::Property;
 use crate::ir::Network;
 use crate::tract_reference::TractReference;
 use bounds::{float_bounds, float_logit_differences};
-use falsify::{attack, falsify};
-pub use falsify::{violates, violates_given};
+pub use falsify::violates_given;
 pub use quantized::{Quantized, QuantizedLogits};
 use region::{Outcome, Region};
-pub use replay::replay;
-pub use schedule::{verify_boxes, verify_boxes_with, verify_nested_boxes};
 use solver::{Answer, RivalSolver};
 pub use verdict::{
     BoxVerdict, Counterexample, Decision, Equivalence, FoundBy, Status, VerifyOptions,
 };
 
-/// Verifies one box.
-pub fn verify_box(
-    net: &Network,
-    quantized: Quantized,
-    reference: Option<&TractReference>,
-    prop: &Property,
-    options: &VerifyOptions,
-) -> BoxVerdict {
-    let start = Instant::now();
-    let verdict = |status, queries, counterexample, reason| BoxVerdict {
-        id: prop.id.clone(),
-        status,
-        seconds: start.elapsed().as_secs_f64(),
-        queries,
-        counterexample,
-        reason,
-        decided_by: None,
-    };
-    let (lower, upper) = (&prop.lower, &prop.upper);
+/// What is compared and how: the float network, its quantized counterpart, tract's f32 run of
+/// the ONNX file as a cross-check (optional), and the options. Every verification step
+/// (sampling, local search, the solver, replay, scheduling many boxes) is a method of it.
+#[derive(Clone, Copy)]
+pub struct Comparison<'a> {
+    /// The float network (evaluated in f64 from its f32 parameters).
+    pub float: &'a Network,
+    /// The quantized network it is compared with.
+    pub quantized: Quantized<'a>,
+    /// tract's inference of the ONNX file, recorded beside each counterexample.
+    pub reference: Option<&'a TractReference>,
+    /// Equivalence, decision, time-outs, samples.
+    pub options: &'a VerifyOptions,
+}
 
-    // 1. Sampling: the centre, corners and random points.
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
-    let points = prop.sample_points(10, 64, options.samples, &mut rng);
-    if let Some(ce) = falsify(net, quantized, reference, lower, upper, &points, options) {
-        return verdict(Status::Counterexample, 0, Some(ce), None);
+impl<'a> Comparison<'a> {
+    /// Compares `float` with `quantized` under `options`, without the tract cross-check.
+    pub fn new(float: &'a Network, quantized: Quantized<'a>, options: &'a VerifyOptions) -> Self {
+        Comparison {
+            float,
+            quantized,
+            reference: None,
+            options,
+        }
     }
 
-    // 2. Bounds and the solver, splitting the box when the solver cannot decide it in time.
-    let region = Region {
-        net,
-        quantized,
-        reference,
-        options,
-        id: &prop.id,
-        queries: std::cell::Cell::new(0),
-        float_constant: std::cell::Cell::new(None),
-    };
-    let deadline = options.deadline_from(start);
-    if Instant::now() >= deadline {
-        let reason = "the time limit was reached before the solver could start".to_string();
-        return verdict(Status::Unknown, 0, None, Some(reason));
+    /// The same comparison, recording tract's logits beside each counterexample.
+    pub fn with_reference(self, reference: Option<&'a TractReference>) -> Self {
+        Comparison { reference, ..self }
     }
-    let outcome = region.decide(lower, upper, 0, deadline);
-    let queries = region.queries.get();
-    match outcome {
-        Outcome::Proved => verdict(Status::Proved, queries, None, None),
-        Outcome::Counterexample(ce) => verdict(Status::Counterexample, queries, Some(ce), None),
-        Outcome::Unknown(reason) => verdict(Status::Unknown, queries, None, Some(reason)),
+
+    /// Verifies one box.
+    pub fn verify_box(&self, prop: &Property) -> BoxVerdict {
+        let start = Instant::now();
+        let verdict = |status, queries, counterexample, reason| BoxVerdict {
+            id: prop.id.clone(),
+            status,
+            seconds: start.elapsed().as_secs_f64(),
+            queries,
+            counterexample,
+            reason,
+            decided_by: None,
+        };
+        let (lower, upper) = (&prop.lower, &prop.upper);
+
+        // 1. Sampling: the centre, corners and random points.
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
+        let points = prop.sample_points(10, 64, self.options.samples, &mut rng);
+        if let Some(ce) = self.falsify(lower, upper, &points) {
+            return verdict(Status::Counterexample, 0, Some(ce), None);
+        }
+
+        // 2. Bounds and the solver, splitting the box when the solver cannot decide it in time.
+        let region = Region {
+            cmp: *self,
+            id: &prop.id,
+            queries: std::cell::Cell::new(0),
+            float_constant: std::cell::Cell::new(None),
+        };
+        let deadline = self.options.deadline_from(start);
+        if Instant::now() >= deadline {
+            let reason = "the time limit was reached before the solver could start".to_string();
+            return verdict(Status::Unknown, 0, None, Some(reason));
+        }
+        let outcome = region.decide(lower, upper, 0, deadline);
+        let queries = region.queries.get();
+        match outcome {
+            Outcome::Proved => verdict(Status::Proved, queries, None, None),
+            Outcome::Counterexample(ce) => verdict(Status::Counterexample, queries, Some(ce), None),
+            Outcome::Unknown(reason) => verdict(Status::Unknown, queries, None, Some(reason)),
+        }
+    }
+
+    /// Looks for a counterexample on one box without the solver: sampling, the float decision
+    /// boundary, and a local search from the centre. Cheap screening before a proof is
+    /// attempted.
+    pub fn search_counterexample(&self, prop: &Property) -> Option<Counterexample> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5C4EE);
+        let points = prop.sample_points(10, 64, self.options.samples, &mut rng);
+        let (lower, upper) = (&prop.lower, &prop.upper);
+        self.falsify(lower, upper, &points)
+            .or_else(|| self.attack(lower, upper, &prop.x))
     }
 }
 
@@ -94,22 +125,6 @@ fn midpoint(lower: &[f64], upper: &[f64]) -> Vec<f64> {
         .zip(upper)
         .map(|(l, u)| 0.5 * (l + u))
         .collect()
-}
-
-/// Looks for a counterexample on one box without the solver: sampling, the float decision
-/// boundary, and a local search from the centre. Cheap screening before a proof is attempted.
-pub fn search_counterexample(
-    net: &Network,
-    quantized: Quantized,
-    reference: Option<&TractReference>,
-    prop: &Property,
-    options: &VerifyOptions,
-) -> Option<Counterexample> {
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5C4EE);
-    let points = prop.sample_points(10, 64, options.samples, &mut rng);
-    let (lower, upper) = (&prop.lower, &prop.upper);
-    falsify(net, quantized, reference, lower, upper, &points, options)
-        .or_else(|| attack(net, quantized, reference, lower, upper, &prop.x, options))
 }
 
 /// A point of the box where the float network picks another class than at the centre, if

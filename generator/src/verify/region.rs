@@ -5,9 +5,8 @@ use std::time::{Duration, Instant};
 
 use super::bounds::{float_bounds, float_logit_differences};
 use super::*;
-use super::{falsify::*, replay::*, solver::*, verdict::*};
+use super::{falsify::*, solver::*, verdict::*};
 use crate::ir::Network;
-use crate::tract_reference::TractReference;
 
 /// One solver question about a box.
 #[derive(Clone, Copy, Debug)]
@@ -95,10 +94,7 @@ pub(crate) enum Outcome {
 
 /// Everything needed to decide sub-boxes of one property box.
 pub(crate) struct Region<'a> {
-    pub(crate) net: &'a Network,
-    pub(crate) quantized: Quantized<'a>,
-    pub(crate) reference: Option<&'a TractReference>,
-    pub(crate) options: &'a VerifyOptions,
+    pub(crate) cmp: Comparison<'a>,
     pub(crate) id: &'a str,
     pub(crate) queries: std::cell::Cell<usize>,
     /// The class the float network was proved to pick on the whole box, once known.
@@ -115,24 +111,20 @@ impl Region<'_> {
         depth: u32,
         deadline: Instant,
     ) -> Outcome {
-        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        let (net, quantized, decision) = (
+            self.cmp.float,
+            self.cmp.quantized,
+            self.cmp.options.decision,
+        );
         if depth > 0 {
             // A sub-box: its centre is a cheap first guess.
             let centre = midpoint(lower, upper);
-            if let Some(ce) = falsify(
-                net,
-                quantized,
-                self.reference,
-                lower,
-                upper,
-                &[centre],
-                self.options,
-            ) {
+            if let Some(ce) = self.cmp.falsify(lower, upper, &[centre]) {
                 return Outcome::Counterexample(ce);
             }
         }
         let fb = float_bounds(net, lower, upper);
-        let queries = match self.options.equivalence {
+        let queries = match self.cmp.options.equivalence {
             Equivalence::Top1 => class_pair_queries(net, quantized, &fb, lower, upper, decision),
             Equivalence::Epsilon(eps) => deviation_queries(quantized, &fb, lower, upper, eps),
         };
@@ -152,7 +144,7 @@ impl Region<'_> {
                 deadline
             }
         };
-        if self.options.equivalence == Equivalence::Top1 {
+        if self.cmp.options.equivalence == Equivalence::Top1 {
             if let Some(outcome) =
                 self.decompose(lower, upper, &fb, &queries, depth, deadline, slice)
             {
@@ -167,7 +159,7 @@ impl Region<'_> {
             upper,
             &fb,
             relaxed_only,
-            self.options,
+            self.cmp.options,
         );
         let mut exact: Option<PairSolver> = None;
         for query in queries {
@@ -187,7 +179,7 @@ impl Region<'_> {
                 }
             }
             let exact = exact.get_or_insert_with(|| {
-                PairSolver::new(net, quantized, lower, upper, &fb, true, self.options)
+                PairSolver::new(net, quantized, lower, upper, &fb, true, self.cmp.options)
             });
             self.queries.set(self.queries.get() + 1);
             match exact.check(query, slice()) {
@@ -196,14 +188,7 @@ impl Region<'_> {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(
-                        net,
-                        quantized,
-                        self.reference,
-                        &x,
-                        FoundBy::Solver,
-                        self.options,
-                    );
+                    let ce = self.cmp.replay(&x, FoundBy::Solver);
                     return Outcome::Counterexample(ce);
                 }
             }
@@ -227,7 +212,11 @@ impl Region<'_> {
         deadline: Instant,
         slice: impl Fn() -> Instant,
     ) -> Option<Outcome> {
-        let (net, quantized, decision) = (self.net, self.quantized, self.options.decision);
+        let (net, quantized, decision) = (
+            self.cmp.float,
+            self.cmp.quantized,
+            self.cmp.options.decision,
+        );
         let centre = midpoint(lower, upper);
         let k = decision.pick(&net.logits(&centre));
         let float_diff = decision.orient_differences(float_logit_differences(net, fb));
@@ -260,16 +249,10 @@ impl Region<'_> {
                     Answer::Sat(x) => {
                         // The float class changes inside the box: the integer network's
                         // boundary almost surely lies a little off the float one.
-                        return falsify(
-                            net,
-                            quantized,
-                            self.reference,
-                            lower,
-                            upper,
-                            &[centre, x],
-                            self.options,
-                        )
-                        .map(Outcome::Counterexample);
+                        return self
+                            .cmp
+                            .falsify(lower, upper, &[centre, x])
+                            .map(Outcome::Counterexample);
                     }
                 }
             }
@@ -325,14 +308,7 @@ impl Region<'_> {
                     return Some(self.split_or(lower, upper, depth, deadline, reason))
                 }
                 Answer::Sat(x) => {
-                    let ce = replay(
-                        net,
-                        quantized,
-                        self.reference,
-                        &x,
-                        FoundBy::Solver,
-                        self.options,
-                    );
+                    let ce = self.cmp.replay(&x, FoundBy::Solver);
                     return Some(Outcome::Counterexample(ce));
                 }
             }
@@ -351,27 +327,11 @@ impl Region<'_> {
         x: &[f64],
         relaxed_only: bool,
     ) -> Option<Counterexample> {
-        let (net, quantized) = (self.net, self.quantized);
-        let ce = replay(
-            net,
-            quantized,
-            self.reference,
-            x,
-            FoundBy::Solver,
-            self.options,
-        );
+        let ce = self.cmp.replay(x, FoundBy::Solver);
         if ce.reproduces_in_f32 || relaxed_only {
             return Some(ce);
         }
-        attack(
-            net,
-            quantized,
-            self.reference,
-            lower,
-            upper,
-            x,
-            self.options,
-        )
+        self.cmp.attack(lower, upper, x)
     }
 
     /// With `CEG4N_DEBUG` set, one line per solver query on stderr.
@@ -429,8 +389,11 @@ impl Region<'_> {
     /// The input whose interval, scaled by its first-layer weights (after input operations),
     /// spans the widest range; `None` when every interval is a point.
     pub(crate) fn split_dimension(&self, lower: &[f64], upper: &[f64]) -> Option<usize> {
-        let first = self.net.layers.first()?;
-        let (a, b) = (self.net.preprocess(lower), self.net.preprocess(upper));
+        let first = self.cmp.float.layers.first()?;
+        let (a, b) = (
+            self.cmp.float.preprocess(lower),
+            self.cmp.float.preprocess(upper),
+        );
         (0..lower.len())
             .filter(|i| upper[*i] > lower[*i])
             .map(|i| {

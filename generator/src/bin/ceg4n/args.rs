@@ -158,7 +158,11 @@ pub(crate) struct CrateSourceArgs {
 impl CrateSourceArgs {
     /// Loads the report, if one is named (the crate source borrows it).
     pub(crate) fn load_report(&self) -> Result<Option<RefineReport>> {
-        self.report.as_deref().map(RefineReport::load).transpose()
+        self.report
+            .as_deref()
+            .map(RefineReport::load)
+            .transpose()
+            .map_err(Into::into)
     }
 
     /// The library's crate source: `report` (from [`Self::load_report`]) or the model at

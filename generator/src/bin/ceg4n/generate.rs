@@ -39,7 +39,7 @@ pub(crate) fn generate(
     if measure {
         // Measured on a build for the board's target; the stack on an emulated board of the
         // same target. Never fails the generation: without a toolchain or QEMU it says why.
-        let measured = (|| -> Result<ceg4n::hil::MeasuredMemory> {
+        let measured = (|| -> ceg4n::Result<ceg4n::hil::MeasuredMemory> {
             let emulated = match board.qemu_machine {
                 Some(_) => Some(board.clone()),
                 None => Board::all(board_dir)?
