@@ -218,7 +218,7 @@ pub fn refine_network(
     let props = load_properties(&suite.properties(name), net.input_len())?;
     let test = suite
         .test_set(name)
-        .map(|p| crate::data::Dataset::load_csv(&p, net.input_len()))
+        .map(|p| crate::data::Dataset::load_csv_for(&p, &net))
         .transpose()?;
     // The test split calibrates and sets the fidelity floor, as `--data` does for `refine`.
     let task = Task::with_data(&suite.model(name), net, props, test);

@@ -3,6 +3,7 @@
 use std::path::Path;
 
 use crate::error::{bail, input_error, Context, Result};
+use crate::ir::{ClassLabels, Network};
 use serde::Deserialize;
 
 /// Labelled feature vectors.
@@ -104,24 +105,38 @@ pub enum DataFile {
 }
 
 impl DataFile {
-    /// Reads a CSV (by extension `.csv`) or a property JSON (anything else that parses as
-    /// JSON), checking that rows have `features` values.
-    pub fn load(path: &Path, features: usize) -> Result<DataFile> {
+    /// Reads a CSV (by extension `.csv`, labels as [`Dataset::load_csv_for`]) or a property
+    /// JSON (anything else that parses as JSON), checking that rows fit `net`'s input.
+    pub fn load(path: &Path, net: &Network) -> Result<DataFile> {
         let is_csv = path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"));
         if is_csv {
-            Ok(DataFile::Csv(Dataset::load_csv(path, features)?))
+            Ok(DataFile::Csv(Dataset::load_csv_for(path, net)?))
         } else {
-            Ok(DataFile::Properties(load_properties(path, features)?))
+            Ok(DataFile::Properties(load_properties(
+                path,
+                net.input_len(),
+            )?))
         }
     }
 }
 
 impl Dataset {
-    /// Reads a CSV of `features` feature columns followed by an integer `label` column. A first
-    /// line that does not parse as numbers is taken as the header.
+    /// Reads a CSV of `features` feature columns followed by an integer `label` column (the
+    /// class index). A first line that does not parse as numbers is taken as the header.
     pub fn load_csv(path: &Path, features: usize) -> Result<Dataset> {
+        Self::read_csv(path, features, None)
+    }
+
+    /// Reads a CSV for `net`: its input features, then a label column written as the model's
+    /// class labels when the graph has a class table (e.g. `barolo`, or `3` of classes
+    /// `[1, 3, 5]`), else as the class index.
+    pub fn load_csv_for(path: &Path, net: &Network) -> Result<Dataset> {
+        Self::read_csv(path, net.input_len(), net.head.labels.as_ref())
+    }
+
+    fn read_csv(path: &Path, features: usize, labels: Option<&ClassLabels>) -> Result<Dataset> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("cannot read {}", path.display()))?;
         let mut data = Dataset::default();
@@ -131,39 +146,62 @@ impl Dataset {
                 continue;
             }
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            let parsed: Result<Vec<f64>, _> = cells.iter().map(|c| c.parse::<f64>()).collect();
+            if cells.len() != features + 1 {
+                bail!(
+                    "{} line {}: {} columns, expected {} ({features} features + label)",
+                    path.display(),
+                    n + 1,
+                    cells.len(),
+                    features + 1
+                );
+            }
+            let parsed: Result<Vec<f64>, _> =
+                cells[..features].iter().map(|c| c.parse::<f64>()).collect();
             let Ok(values) = parsed else {
                 if n == 0 {
                     continue; // header
                 }
                 bail!(
-                    "{} line {}: not a number in every column",
+                    "{} line {}: a feature is not a number",
                     path.display(),
                     n + 1
                 );
             };
-            if values.len() != features + 1 {
-                bail!(
-                    "{} line {}: {} columns, expected {} ({features} features + label)",
-                    path.display(),
-                    n + 1,
-                    values.len(),
-                    features + 1
-                );
-            }
-            let label = values[features];
-            if label < 0.0 || label.fract() != 0.0 {
-                bail!(
-                    "{} line {}: label {label} is not a class index",
-                    path.display(),
-                    n + 1
-                );
-            }
+            let cell = cells[features].trim_matches('"');
+            let label = match labels {
+                Some(table) => table.index_of(cell),
+                None => cell
+                    .parse::<f64>()
+                    .ok()
+                    .filter(|v| *v >= 0.0 && v.fract() == 0.0)
+                    .map(|v| v as usize),
+            };
+            let Some(label) = label else {
+                if n == 0 && labels.is_some() {
+                    continue; // header
+                }
+                match labels {
+                    Some(table) => bail!(
+                        "{} line {}: label '{cell}' is not one of the model's class labels ({})",
+                        path.display(),
+                        n + 1,
+                        (0..table.len().min(10))
+                            .filter_map(|i| table.label(i))
+                            .collect::<Vec<_>>()
+                            .join(", ")
+                    ),
+                    None => bail!(
+                        "{} line {}: label {cell} is not a class index",
+                        path.display(),
+                        n + 1
+                    ),
+                }
+            };
             if values.iter().any(|v| !v.is_finite()) {
                 bail!("{} line {}: NaN or infinite value", path.display(), n + 1);
             }
-            data.features.push(values[..features].to_vec());
-            data.labels.push(label as usize);
+            data.features.push(values);
+            data.labels.push(label);
         }
         if data.features.is_empty() {
             bail!("{}: no data rows", path.display());

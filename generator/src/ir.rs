@@ -18,8 +18,8 @@ pub struct Network {
     pub input_ops: Vec<InputOp>,
     /// Dense layers, input side first.
     pub layers: Vec<Dense>,
-    /// What the graph applies to the logits, if anything (not needed for the class).
-    pub head: Option<Head>,
+    /// What the graph does after the logits (scores, class index, labels).
+    pub head: Head,
 }
 
 /// Name and shape of a graph input or output.
@@ -66,15 +66,125 @@ pub enum Activation {
     Relu,
 }
 
-/// An operation on the logits that does not change the predicted class.
+/// What the graph does after the logits. None of it changes the class, which is always the
+/// argmax of the logits, lowest index on ties.
+#[derive(Clone, Debug, Default, PartialEq, serde::Serialize)]
+pub struct Head {
+    /// How the graph turns the logits into scores, if it does.
+    pub scores: Option<Scores>,
+    /// The graph computed a single logit `z` (a binary classifier): it was widened to
+    /// `[0, z]`, so the class is 1 exactly when `z > 0` — the rule of `Sigmoid(z) > 0.5` with
+    /// ArgMax's tie going to class 0.
+    pub binary: bool,
+    /// What each graph output is, in the graph's output order.
+    pub outputs: Vec<HeadOutput>,
+    /// The class labels, in class-index order, when the graph maps indices to labels
+    /// (scikit-learn's `classes_`).
+    pub labels: Option<ClassLabels>,
+}
+
+impl Head {
+    /// One line: scores, outputs, labels, binary form.
+    pub fn describe(&self) -> String {
+        let mut parts = vec![match self.scores {
+            Some(s) => format!("{s:?} of the logits"),
+            None => "logits".to_string(),
+        }];
+        let outputs: Vec<&str> = self
+            .outputs
+            .iter()
+            .map(|o| match o {
+                HeadOutput::Logits => "logits",
+                HeadOutput::Scores => "scores",
+                HeadOutput::ClassIndex => "class index",
+                HeadOutput::Label => "label",
+                HeadOutput::ScoreMap => "score map (ZipMap)",
+            })
+            .collect();
+        parts.push(format!("outputs: {}", outputs.join(", ")));
+        if let Some(labels) = &self.labels {
+            let shown: Vec<String> = (0..labels.len()).filter_map(|i| labels.label(i)).collect();
+            parts.push(format!("labels: {}", shown.join(", ")));
+        }
+        if self.binary {
+            parts.push("binary: one logit z, widened to [0, z] (class 1 iff z > 0)".into());
+        }
+        parts.join("; ")
+    }
+}
+
+/// A monotone map from logits to scores (it keeps the argmax).
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
-pub enum Head {
-    /// Softmax (monotone: same argmax).
+pub enum Scores {
+    /// Softmax over the classes.
     Softmax,
-    /// LogSoftmax (monotone: same argmax).
+    /// LogSoftmax over the classes.
     LogSoftmax,
-    /// ArgMax: the graph outputs the class index.
-    ArgMax,
+    /// Sigmoid of a binary classifier's one logit (with `1 - p` for class 0, or alone).
+    Sigmoid,
+}
+
+/// What a graph output holds.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HeadOutput {
+    /// The logits of the last layer.
+    Logits,
+    /// The scores (probabilities) the head computes from them.
+    Scores,
+    /// The class index (ArgMax).
+    ClassIndex,
+    /// The class label (ArgMax through the label table).
+    Label,
+    /// A map from label to score (ai.onnx.ml ZipMap).
+    ScoreMap,
+}
+
+/// Class labels in class-index order: integers (possibly not 0..n) or strings.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+#[serde(untagged)]
+pub enum ClassLabels {
+    /// Integer labels, e.g. scikit-learn classes `[3, 5, 7]`.
+    Ints(Vec<i64>),
+    /// String labels, e.g. `["setosa", "versicolor", "virginica"]`.
+    Strings(Vec<String>),
+}
+
+impl ClassLabels {
+    /// Number of labels.
+    pub fn len(&self) -> usize {
+        match self {
+            ClassLabels::Ints(v) => v.len(),
+            ClassLabels::Strings(v) => v.len(),
+        }
+    }
+
+    /// True when there is no label.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The label of class `index`, as text.
+    pub fn label(&self, index: usize) -> Option<String> {
+        match self {
+            ClassLabels::Ints(v) => v.get(index).map(i64::to_string),
+            ClassLabels::Strings(v) => v.get(index).cloned(),
+        }
+    }
+
+    /// The class index whose label is written `text` (a CSV cell).
+    pub fn index_of(&self, text: &str) -> Option<usize> {
+        match self {
+            ClassLabels::Ints(v) => {
+                let n: i64 = text.parse::<i64>().ok().or_else(|| {
+                    let f = text.parse::<f64>().ok()?;
+                    (f.fract() == 0.0).then_some(f as i64)
+                })?;
+                v.iter().position(|l| *l == n)
+            }
+            ClassLabels::Strings(v) => v.iter().position(|l| l == text),
+        }
+    }
 }
 
 impl Dense {

@@ -43,7 +43,7 @@ pub fn refine_model(request: &RefineRequest, progress: &dyn Progress) -> Result<
     let net = import_path(request.model)?;
     let data = request
         .data
-        .map(|p| Dataset::load_csv(p, net.input_len()))
+        .map(|p| Dataset::load_csv_for(p, &net))
         .transpose()?;
     let (props, props_path): (Vec<Property>, PathBuf) = match &request.boxes {
         BoxSource::File(path) => (load_properties(path, net.input_len())?, path.clone()),
@@ -418,8 +418,7 @@ pub fn evaluate(
     use crate::data::DataFile;
     use crate::error::Context;
     use crate::quantize::Calibration;
-    let features = net.input_len();
-    let data = DataFile::load(data_path, features)?;
+    let data = DataFile::load(data_path, net)?;
     let (inputs, labels, reference) = match &data {
         DataFile::Csv(d) => (d.features.clone(), d.labels.clone(), None),
         DataFile::Properties(props) => {
@@ -478,7 +477,7 @@ pub fn evaluate(
         Some(bits) => {
             let config = bits.config(net)?;
             let calibration = match calib_path {
-                Some(p) => calibration_of(&DataFile::load(p, features)?),
+                Some(p) => calibration_of(&DataFile::load(p, net)?),
                 None => calibration_of(&data),
             };
             let int_net = crate::quantize::quantize(net, &config, &calibration)?;

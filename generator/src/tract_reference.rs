@@ -12,6 +12,8 @@ use crate::ir::Network;
 pub struct TractReference {
     plan: std::sync::Arc<TypedRunnableModel>,
     input_shape: Vec<usize>,
+    /// The graph's one logit `z` is compared as ceg4n's `[0, z]` (binary head).
+    binary: bool,
 }
 
 impl TractReference {
@@ -28,7 +30,11 @@ impl TractReference {
             .and_then(|m| m.into_optimized())
             .and_then(|m| m.into_runnable())
             .map_err(|e| input_error!("tract could not load {}: {e:#}", path.display()))?;
-        Ok(TractReference { plan, input_shape })
+        Ok(TractReference {
+            plan,
+            input_shape,
+            binary: network.head.binary,
+        })
     }
 
     /// The logits tract computes (in f32) for one input vector.
@@ -43,6 +49,11 @@ impl TractReference {
         let view = out[0]
             .to_plain_array_view::<f32>()
             .map_err(|e| input_error!("tract output is not f32: {e:#}"))?;
-        Ok(view.iter().copied().collect())
+        let logits = view.iter().copied();
+        Ok(if self.binary {
+            std::iter::once(0.0).chain(logits).collect()
+        } else {
+            logits.collect()
+        })
     }
 }

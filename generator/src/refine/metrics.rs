@@ -199,7 +199,7 @@ mod tests {
             outputs: vec![],
             input_ops: vec![],
             layers: vec![layer(4, 3, Activation::Relu), layer(3, 2, Activation::None)],
-            head: None,
+            head: Default::default(),
             logits_name: "y".into(),
         }
     }

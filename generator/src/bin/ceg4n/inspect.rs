@@ -65,9 +65,7 @@ pub(crate) fn inspect(model: &Path, as_json: bool) -> Result<ExitCode> {
             activation_name(l.activation)
         );
     }
-    if let Some(h) = net.head {
-        println!("head    {h:?}");
-    }
+    println!("head    {}", net.head.describe());
     println!("params  {}", net.param_count());
     Ok(ExitCode::SUCCESS)
 }

@@ -3,20 +3,26 @@
 //!
 //! The ONNX protobuf is decoded by tract-onnx; we then walk the nodes in their (topological)
 //! order, tracking for each tensor whether it is a constant or the single dynamic value flowing
-//! from the input through the chain. Anything outside [`SUPPORTED_OPS`] or outside a single
-//! chain is rejected with one line naming the node and the op.
+//! from the input through the chain (`mod.rs`), or a value of the classifier head computed from
+//! the logits (`head.rs`: scores, class index, labels, which may branch). Anything outside
+//! [`SUPPORTED_OPS`] or outside that shape is rejected with one line naming the node and the op.
+
+mod head;
+mod tensor;
 
 use std::collections::{HashMap, HashSet};
 use std::path::Path;
 
 use crate::error::{bail, input_error, Context, Error, Result};
-use ndarray::{Array1, Array2, ArrayD, Axis, IxDyn};
+use ndarray::{Array1, Array2, ArrayD, Axis};
 use tract_onnx::pb;
 use tract_onnx::prelude::Framework;
 
-use crate::ir::{Activation, Dense, Head, InputOp, Network, TensorInfo};
+use crate::ir::{self, Activation, Dense, Head, InputOp, Network};
+use head::HeadValue;
+use tensor::*;
 
-/// The ONNX operators the importer accepts.
+/// The ONNX operators the importer accepts (`ai.onnx.ml` ones marked so).
 pub const SUPPORTED_OPS: &[&str] = &[
     "Gemm",
     "MatMul",
@@ -25,16 +31,24 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "Mul",
     "Div",
     "Relu",
+    "BatchNormalization",
     "Flatten",
     "Reshape",
     "Squeeze",
     "Unsqueeze",
+    "Transpose (of constants)",
     "Identity",
     "Dropout",
+    "Cast",
     "Constant",
     "Softmax",
     "LogSoftmax",
+    "Sigmoid (of one logit)",
+    "Concat (binary head)",
     "ArgMax",
+    "ai.onnx.ml Scaler",
+    "ai.onnx.ml ArrayFeatureExtractor (class labels)",
+    "ai.onnx.ml ZipMap",
 ];
 
 /// The ONNX opset versions the importer accepts.
@@ -90,8 +104,8 @@ enum Stage {
     Input,
     /// The output of `layers[index]`, before (`activated: false`) or after its activation.
     Layer { index: usize, activated: bool },
-    /// After a Softmax/LogSoftmax/ArgMax head.
-    Head,
+    /// A value of the classifier head, computed from the logits.
+    Head(HeadValue),
 }
 
 #[derive(Clone, Debug)]
@@ -103,18 +117,26 @@ enum Value {
 #[derive(Default)]
 struct Importer {
     values: HashMap<String, Value>,
+    /// The tensors of initializers and Constant nodes as stored (class tables are int64 or
+    /// string tensors, which `Value::Const` does not hold).
+    tensors: HashMap<String, pb::TensorProto>,
     consumed: HashSet<String>,
     input_ops: Vec<InputOp>,
     layers: Vec<Dense>,
-    head: Option<Head>,
+    head: Head,
+    /// The layer whose output the head reads (must end up the last one).
+    head_layer: Option<usize>,
     logits_name: Option<String>,
 }
 
 impl Importer {
     fn run(mut self, graph: &pb::GraphProto) -> Result<Network> {
         for t in &graph.initializer {
-            self.values
-                .insert(t.name.clone(), Value::Const(decode_tensor(t)?));
+            self.tensors.insert(t.name.clone(), t.clone());
+            // Class tables (strings) are read by ArrayFeatureExtractor from `tensors`.
+            if let Ok(value) = decode_tensor(t) {
+                self.values.insert(t.name.clone(), Value::Const(value));
+            }
         }
         let initializers: HashSet<&str> =
             graph.initializer.iter().map(|t| t.name.as_str()).collect();
@@ -150,25 +172,47 @@ impl Importer {
         if self.layers.is_empty() {
             bail!("the graph has no Gemm/MatMul layer; supported: dense ReLU classifiers");
         }
+        let last = self.layers.len() - 1;
+        if self.head_layer.is_some_and(|l| l != last) {
+            bail!("the classifier head reads a layer before the last one; supported: a head on the last layer's logits");
+        }
         let outputs = graph
             .output
             .iter()
             .map(tensor_info)
             .collect::<Result<Vec<_>>>()?;
-        let last = self.layers.len() - 1;
         for out in &outputs {
-            match self.values.get(&out.name) {
+            let what = match self.values.get(&out.name) {
                 Some(Value::Dynamic {
                     stage: Stage::Layer { index, .. },
                     ..
-                }) if *index == last => {}
+                }) if *index == last => ir::HeadOutput::Logits,
                 Some(Value::Dynamic {
-                    stage: Stage::Head, ..
-                }) => {}
+                    stage: Stage::Head(value),
+                    ..
+                }) => value.output(),
                 _ => bail!(
-                    "graph output '{}' is not the result of the last layer; supported: a single chain ending in the logits (optionally Softmax/ArgMax)",
+                    "graph output '{}' is not the result of the last layer; supported: a single chain ending in the logits and a classifier head on them",
                     out.name
                 ),
+            };
+            self.head.outputs.push(what);
+        }
+        // A single logit is a binary classifier: class 1 exactly when the logit is positive.
+        if self.layers[last].outputs() == 1 {
+            self.head.binary = true;
+            let layer = &mut self.layers[last];
+            let zero_row = Array2::zeros((1, layer.inputs()));
+            layer.weights = ndarray::concatenate![Axis(0), zero_row, layer.weights];
+            layer.bias = ndarray::concatenate![Axis(0), Array1::zeros(1), layer.bias];
+        }
+        let classes = self.layers[last].outputs();
+        if let Some(labels) = &self.head.labels {
+            if labels.len() != classes {
+                bail!(
+                    "the class table has {} labels for {classes} classes",
+                    labels.len()
+                );
             }
         }
         for pair in self.layers.windows(2) {
@@ -185,7 +229,8 @@ impl Importer {
     }
 
     fn node(&mut self, node: &pb::NodeProto) -> Result<()> {
-        if !(node.domain.is_empty() || node.domain == "ai.onnx") {
+        let ml = node.domain == "ai.onnx.ml";
+        if !(node.domain.is_empty() || node.domain == "ai.onnx" || ml) {
             bail!(
                 "operator domain '{}' is not supported; supported ops: {}",
                 node.domain,
@@ -197,87 +242,60 @@ impl Importer {
             .first()
             .ok_or_else(|| input_error!("the node has no output"))?
             .clone();
-        let value = match node.op_type.as_str() {
-            "Constant" => Value::Const(constant_value(node)?),
-            "Identity" | "Dropout" | "Flatten" | "Squeeze" | "Unsqueeze" => {
-                match self.operand(node, 0)? {
-                    Value::Const(c) => {
-                        if node.op_type == "Identity" || node.op_type == "Dropout" {
-                            Value::Const(c)
-                        } else {
-                            bail!("shape operations on constants are not supported")
-                        }
-                    }
-                    dynamic => self.consume(node, 0, dynamic)?,
-                }
-            }
-            "Reshape" => {
-                let shape = match self.operand(node, 1)? {
-                    Value::Const(c) => c,
-                    Value::Dynamic { .. } => bail!("a computed target shape is not supported"),
-                };
-                let value = self.operand(node, 0)?;
-                let Value::Dynamic { len, .. } = value else {
-                    bail!("reshaping a constant is not supported");
-                };
-                check_vector_reshape(&shape, len)?;
-                self.consume(node, 0, value)?
-            }
-            "Add" | "Sub" | "Mul" | "Div" => self.elementwise(node)?,
-            "Gemm" => self.gemm(node)?,
-            "MatMul" => self.matmul(node)?,
-            "Relu" => {
-                let value = self.operand(node, 0)?;
-                match value {
-                    Value::Dynamic {
-                        stage: Stage::Layer { index, .. },
-                        len,
-                    } => {
-                        self.consume(node, 0, value.clone())?;
-                        self.layers[index].activation = Activation::Relu;
-                        Value::Dynamic {
-                            stage: Stage::Layer {
-                                index,
-                                activated: true,
-                            },
-                            len,
-                        }
-                    }
-                    Value::Dynamic { .. } => {
-                        bail!("Relu is supported only after a Gemm/MatMul layer")
-                    }
-                    Value::Const(_) => bail!("Relu on a constant is not supported"),
-                }
-            }
-            "Softmax" | "LogSoftmax" | "ArgMax" => {
-                let value = self.operand(node, 0)?;
-                let Value::Dynamic {
-                    stage: Stage::Layer { index, .. },
+        // Nodes on head values (scores, class index, labels) are the head's business.
+        let head_operand = node.input.iter().any(|name| {
+            matches!(
+                self.values.get(name),
+                Some(Value::Dynamic {
+                    stage: Stage::Head(_),
                     ..
-                } = value
-                else {
-                    bail!(
-                        "{} is supported only on the logits of the last layer",
-                        node.op_type
-                    );
-                };
-                self.consume(node, 0, value)?;
-                self.logits_name = Some(node.input[0].clone());
-                self.head = Some(match node.op_type.as_str() {
-                    "Softmax" => Head::Softmax,
-                    "LogSoftmax" => Head::LogSoftmax,
-                    _ => Head::ArgMax,
-                });
-                let _ = index;
-                Value::Dynamic {
-                    stage: Stage::Head,
-                    len: 1,
+                })
+            )
+        });
+        let value = if head_operand || head::starts_head(node) {
+            self.head_node(node)?
+        } else {
+            match (ml, node.op_type.as_str()) {
+                (false, "Constant") => {
+                    if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
+                        self.tensors.insert(output.clone(), t.clone());
+                    }
+                    Value::Const(constant_value(node)?)
                 }
+                (false, "Identity" | "Dropout" | "Flatten" | "Squeeze" | "Unsqueeze" | "Cast") => {
+                    self.shape_op(node)?
+                }
+                (false, "Transpose") => match self.operand(node, 0)? {
+                    Value::Const(c) => Value::Const(transpose_const(&c, attr_ints(node, "perm"))?),
+                    Value::Dynamic { .. } => bail!(
+                        "Transpose of a computed tensor is not supported; supported: Transpose of constant weights"
+                    ),
+                },
+                (false, "Reshape") => {
+                    let shape = match self.operand(node, 1)? {
+                        Value::Const(c) => c,
+                        Value::Dynamic { .. } => {
+                            bail!("a computed target shape is not supported")
+                        }
+                    };
+                    let value = self.operand(node, 0)?;
+                    let Value::Dynamic { len, .. } = value else {
+                        bail!("reshaping a constant is not supported");
+                    };
+                    check_vector_reshape(&shape, len)?;
+                    self.consume(node, 0, value)?
+                }
+                (false, "Add" | "Sub" | "Mul" | "Div") => self.elementwise(node)?,
+                (false, "Gemm") => self.gemm(node)?,
+                (false, "MatMul") => self.matmul(node)?,
+                (false, "Relu") => self.relu(node)?,
+                (false, "BatchNormalization") => self.batch_norm(node)?,
+                (true, "Scaler") => self.scaler(node)?,
+                (_, other) => bail!(
+                    "operator {other} is not supported; supported: {}",
+                    SUPPORTED_OPS.join(", ")
+                ),
             }
-            other => bail!(
-                "operator {other} is not supported; supported: {}",
-                SUPPORTED_OPS.join(", ")
-            ),
         };
         if let Value::Dynamic {
             stage: Stage::Layer { .. },
@@ -288,6 +306,118 @@ impl Importer {
         }
         self.values.insert(output, value);
         Ok(())
+    }
+
+    /// Identity, Dropout (inference: identity), Flatten, Squeeze, Unsqueeze and Cast to float:
+    /// the feature vector stays the same vector.
+    fn shape_op(&mut self, node: &pb::NodeProto) -> Result<Value> {
+        if node.op_type == "Cast" {
+            let to = attr_i64(node, "to")?.unwrap_or(0);
+            if to != pb::tensor_proto::DataType::Float as i64 {
+                bail!("Cast to ONNX data type {to} is not supported in the network; supported: Cast to float (1)");
+            }
+        }
+        match self.operand(node, 0)? {
+            Value::Const(c) => match node.op_type.as_str() {
+                "Identity" | "Dropout" | "Cast" => Ok(Value::Const(c)),
+                _ => bail!("shape operations on constants are not supported"),
+            },
+            dynamic => self.consume(node, 0, dynamic),
+        }
+    }
+
+    fn relu(&mut self, node: &pb::NodeProto) -> Result<Value> {
+        let value = self.operand(node, 0)?;
+        match value {
+            Value::Dynamic {
+                stage: Stage::Layer { index, .. },
+                len,
+            } => {
+                self.consume(node, 0, value.clone())?;
+                self.layers[index].activation = Activation::Relu;
+                Ok(Value::Dynamic {
+                    stage: Stage::Layer {
+                        index,
+                        activated: true,
+                    },
+                    len,
+                })
+            }
+            Value::Dynamic { .. } => bail!("Relu is supported only after a Gemm/MatMul layer"),
+            Value::Const(_) => bail!("Relu on a constant is not supported"),
+        }
+    }
+
+    /// ai.onnx.ml Scaler on the input, `(x - offset) * scale` (scikit-learn's StandardScaler
+    /// and MinMaxScaler): input operations, so data and boxes stay in the user's raw units.
+    fn scaler(&mut self, node: &pb::NodeProto) -> Result<Value> {
+        let value = self.operand(node, 0)?;
+        let Value::Dynamic {
+            stage: Stage::Input,
+            len,
+        } = value
+        else {
+            bail!("Scaler is supported only on the network input");
+        };
+        let vector = |name: &str, default: f32| -> Result<Array1<f32>> {
+            let v = attr_floats(node, name);
+            match v.len() {
+                0 => Ok(Array1::from_elem(len, default)),
+                1 => Ok(Array1::from_elem(len, v[0])),
+                n if n == len => Ok(Array1::from(v)),
+                n => bail!("Scaler {name} has {n} values for {len} features"),
+            }
+        };
+        let (offset, scale) = (vector("offset", 0.0)?, vector("scale", 1.0)?);
+        self.consume(node, 0, value.clone())?;
+        self.input_ops.push(InputOp::Sub(offset));
+        self.input_ops.push(InputOp::Mul(scale));
+        Ok(value)
+    }
+
+    /// BatchNormalization (inference form) on the input or right after a dense layer, folded:
+    /// `y = a (x - mean) + B` with `a = scale / sqrt(var + epsilon)`.
+    fn batch_norm(&mut self, node: &pb::NodeProto) -> Result<Value> {
+        let value = self.operand(node, 0)?;
+        let Value::Dynamic { stage, len } = value else {
+            bail!("BatchNormalization of a constant is not supported");
+        };
+        let epsilon = f64::from(attr_f32(node, "epsilon")?.unwrap_or(1e-5));
+        let parameter = |i: usize, what: &str| -> Result<Array1<f64>> {
+            match self.operand(node, i)? {
+                Value::Const(c) => Ok(broadcast_vector(&c, len)
+                    .with_context(|| format!("BatchNormalization {what}"))?
+                    .mapv(f64::from)),
+                Value::Dynamic { .. } => {
+                    bail!("BatchNormalization with a computed {what} is not supported")
+                }
+            }
+        };
+        let (scale, bias) = (parameter(1, "scale")?, parameter(2, "B")?);
+        let (mean, var) = (parameter(3, "mean")?, parameter(4, "var")?);
+        let a = &scale / &var.mapv(|v| (v + epsilon).sqrt());
+        self.consume(node, 0, value.clone())?;
+        match stage {
+            Stage::Input => {
+                let f32s = |v: Array1<f64>| v.mapv(|x| x as f32);
+                self.input_ops.push(InputOp::Sub(f32s(mean)));
+                self.input_ops.push(InputOp::Mul(f32s(a)));
+                self.input_ops.push(InputOp::Add(f32s(bias)));
+            }
+            Stage::Layer {
+                index,
+                activated: false,
+            } => {
+                let layer = &mut self.layers[index];
+                for (o, mut row) in layer.weights.rows_mut().into_iter().enumerate() {
+                    row.mapv_inplace(|w| (f64::from(w) * a[o]) as f32);
+                    let b = f64::from(layer.bias[o]);
+                    layer.bias[o] = (a[o] * (b - mean[o]) + bias[o]) as f32;
+                }
+            }
+            _ => bail!("BatchNormalization is supported on the input or right after Gemm/MatMul"),
+        }
+        Ok(value)
     }
 
     fn operand(&self, node: &pb::NodeProto, i: usize) -> Result<Value> {
@@ -303,19 +433,18 @@ impl Importer {
     }
 
     /// Marks dynamic input `i` of `node` as used (a second use would be a branch) and returns
-    /// the value unchanged.
+    /// the value unchanged. Head values may branch (scores feed both ArgMax and ZipMap).
     fn consume(&mut self, node: &pb::NodeProto, i: usize, value: Value) -> Result<Value> {
         let name = &node.input[i];
-        if !self.consumed.insert(name.clone()) {
-            bail!("tensor '{name}' is used twice; supported: a single chain without branches");
-        }
-        if let Value::Dynamic {
-            stage: Stage::Head, ..
-        } = value
-        {
-            if node.op_type != "Identity" {
-                bail!("nothing but Identity may follow Softmax/LogSoftmax/ArgMax");
+        let in_head = matches!(
+            value,
+            Value::Dynamic {
+                stage: Stage::Head(_),
+                ..
             }
+        );
+        if !self.consumed.insert(name.clone()) && !in_head {
+            bail!("tensor '{name}' is used twice; supported: a single chain without branches");
         }
         Ok(value)
     }
@@ -375,7 +504,7 @@ impl Importer {
             Stage::Layer { activated: true, .. } => bail!(
                 "{op} after an activation is not supported; supported: {op} on the input or right after Gemm/MatMul"
             ),
-            Stage::Head => bail!("nothing but Identity may follow Softmax/LogSoftmax/ArgMax"),
+            Stage::Head(_) => unreachable!("head values are handled by head_node"),
         }
         Ok(Value::Dynamic { stage, len })
     }
@@ -444,12 +573,9 @@ impl Importer {
         weights: Array2<f32>,
         bias: Array1<f32>,
     ) -> Result<Value> {
-        let Value::Dynamic { stage, len } = input else {
+        let Value::Dynamic { len, .. } = input else {
             bail!("the layer input must be computed from the network input, not a constant");
         };
-        if stage == Stage::Head {
-            bail!("nothing but Identity may follow Softmax/LogSoftmax/ArgMax");
-        }
         if weights.ncols() != len {
             bail!(
                 "weights of shape [out={}, in={}] do not fit an input of {len} values",
@@ -482,188 +608,4 @@ fn node_name(node: &pb::NodeProto) -> &str {
     } else {
         &node.name
     }
-}
-
-fn tensor_info(v: &pb::ValueInfoProto) -> Result<TensorInfo> {
-    use pb::tensor_shape_proto::dimension::Value as Dim;
-    use pb::type_proto::Value as Type;
-    let shape = match v.r#type.as_ref().and_then(|t| t.value.as_ref()) {
-        Some(Type::TensorType(t)) => t
-            .shape
-            .as_ref()
-            .map(|s| {
-                s.dim
-                    .iter()
-                    .map(|d| match d.value {
-                        Some(Dim::DimValue(n)) if n > 0 => Some(n as usize),
-                        _ => None,
-                    })
-                    .collect()
-            })
-            .unwrap_or_default(),
-        _ => Vec::new(),
-    };
-    Ok(TensorInfo {
-        name: v.name.clone(),
-        shape,
-    })
-}
-
-fn as_matrix(t: &ArrayD<f32>, what: &str) -> Result<Array2<f32>> {
-    let shape = t.shape().to_vec();
-    let dims: Vec<usize> = match shape.as_slice() {
-        [r, c] => vec![*r, *c],
-        _ => bail!("{what} has shape {shape:?}; supported: a 2-D matrix"),
-    };
-    Ok(t.to_shape((dims[0], dims[1]))?.to_owned())
-}
-
-/// A constant that broadcasts against a vector of `len` values: a scalar or any shape holding
-/// exactly `len` elements along one axis (e.g. `[len]`, `[1, len]`).
-fn broadcast_vector(c: &ArrayD<f32>, len: usize) -> Result<Array1<f32>> {
-    match c.len() {
-        1 => Ok(Array1::from_elem(
-            len,
-            c.iter().next().copied().unwrap_or(0.0),
-        )),
-        n if n == len && c.shape().iter().filter(|d| **d != 1).count() <= 1 => {
-            Ok(Array1::from_iter(c.iter().copied()))
-        }
-        _ => bail!(
-            "constant of shape {:?} does not broadcast to a vector of {len} values",
-            c.shape()
-        ),
-    }
-}
-
-fn fold_consts(op: &str, x: &ArrayD<f32>, y: &ArrayD<f32>) -> Result<ArrayD<f32>> {
-    if x.shape() != y.shape() && x.len() != 1 && y.len() != 1 {
-        bail!(
-            "{op} of constants with shapes {:?} and {:?} is not supported",
-            x.shape(),
-            y.shape()
-        );
-    }
-    let f = |a: f32, b: f32| match op {
-        "Add" => a + b,
-        "Sub" => a - b,
-        "Mul" => a * b,
-        _ => a / b,
-    };
-    Ok(if y.len() == 1 {
-        let b = y.iter().next().copied().unwrap_or(0.0);
-        x.mapv(|a| f(a, b))
-    } else if x.len() == 1 {
-        let a = x.iter().next().copied().unwrap_or(0.0);
-        y.mapv(|b| f(a, b))
-    } else {
-        ndarray::Zip::from(x).and(y).map_collect(|a, b| f(*a, *b))
-    })
-}
-
-/// A Reshape of the dynamic vector must keep it one vector: at most one dimension above 1.
-fn check_vector_reshape(shape: &ArrayD<f32>, len: usize) -> Result<()> {
-    let dims: Vec<i64> = shape.iter().map(|d| *d as i64).collect();
-    let big = dims.iter().filter(|d| **d > 1).count();
-    let ok = match big {
-        0 => true,
-        1 => dims.iter().any(|d| *d as usize == len) && !dims.contains(&-1),
-        _ => false,
-    };
-    if !ok {
-        bail!("Reshape to {dims:?} would split the feature vector of {len} values; supported: flattening reshapes");
-    }
-    Ok(())
-}
-
-fn attr<'a>(node: &'a pb::NodeProto, name: &str) -> Option<&'a pb::AttributeProto> {
-    node.attribute.iter().find(|a| a.name == name)
-}
-
-fn attr_f32(node: &pb::NodeProto, name: &str) -> Result<Option<f32>> {
-    Ok(attr(node, name).map(|a| a.f))
-}
-
-fn attr_i64(node: &pb::NodeProto, name: &str) -> Result<Option<i64>> {
-    Ok(attr(node, name).map(|a| a.i))
-}
-
-fn constant_value(node: &pb::NodeProto) -> Result<ArrayD<f32>> {
-    if let Some(t) = attr(node, "value").and_then(|a| a.t.as_ref()) {
-        return decode_tensor(t);
-    }
-    if let Some(a) = attr(node, "value_float") {
-        return Ok(ArrayD::from_elem(IxDyn(&[]), a.f));
-    }
-    if let Some(a) = attr(node, "value_floats") {
-        return Ok(ArrayD::from_shape_vec(
-            IxDyn(&[a.floats.len()]),
-            a.floats.clone(),
-        )?);
-    }
-    if let Some(a) = attr(node, "value_int") {
-        return Ok(ArrayD::from_elem(IxDyn(&[]), a.i as f32));
-    }
-    if let Some(a) = attr(node, "value_ints") {
-        let v: Vec<f32> = a.ints.iter().map(|i| *i as f32).collect();
-        return Ok(ArrayD::from_shape_vec(IxDyn(&[v.len()]), v)?);
-    }
-    bail!("Constant without a value/value_float(s)/value_int(s) attribute is not supported")
-}
-
-/// Decodes a float, double, int32 or int64 tensor into f32 values (integer tensors only carry
-/// shapes and axes here, which f32 represents exactly).
-fn decode_tensor(t: &pb::TensorProto) -> Result<ArrayD<f32>> {
-    use pb::tensor_proto::DataType;
-    if t.data_location == Some(pb::tensor_proto::DataLocation::External as i32) {
-        bail!(
-            "tensor '{}' is stored in an external file; supported: weights inside the .onnx file",
-            t.name
-        );
-    }
-    let dims: Vec<usize> = t
-        .dims
-        .iter()
-        .map(|d| {
-            usize::try_from(*d)
-                .map_err(|_| input_error!("tensor '{}' has a negative dimension", t.name))
-        })
-        .collect::<Result<_>>()?;
-    let count: usize = dims.iter().product();
-    let raw = &t.raw_data;
-    let values: Vec<f32> = match DataType::try_from(t.data_type) {
-        Ok(DataType::Float) if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-            .collect(),
-        Ok(DataType::Float) => t.float_data.clone(),
-        Ok(DataType::Double) if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| f64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        Ok(DataType::Double) => t.double_data.iter().map(|v| *v as f32).collect(),
-        Ok(DataType::Int64) if !raw.is_empty() => raw
-            .chunks_exact(8)
-            .map(|b| i64::from_le_bytes(b.try_into().unwrap_or([0; 8])) as f32)
-            .collect(),
-        Ok(DataType::Int64) => t.int64_data.iter().map(|v| *v as f32).collect(),
-        Ok(DataType::Int32) if !raw.is_empty() => raw
-            .chunks_exact(4)
-            .map(|b| i32::from_le_bytes([b[0], b[1], b[2], b[3]]) as f32)
-            .collect(),
-        Ok(DataType::Int32) => t.int32_data.iter().map(|v| *v as f32).collect(),
-        _ => bail!(
-            "tensor '{}' has ONNX data type {}; supported: float, double, int32, int64",
-            t.name,
-            t.data_type
-        ),
-    };
-    if values.len() != count {
-        bail!(
-            "tensor '{}' holds {} values but its shape {dims:?} needs {count}",
-            t.name,
-            values.len()
-        );
-    }
-    Ok(ArrayD::from_shape_vec(IxDyn(&dims), values)?)
 }
