@@ -3,7 +3,7 @@
 mod common;
 
 use ceg4n::data::Dataset;
-use ceg4n::ir::{Activation, Head, InputOp};
+use ceg4n::ir::{Activation, HeadOutput, InputOp, Scores};
 use ceg4n::onnx_import::{import_bytes, import_path};
 use ceg4n::tract_reference::TractReference;
 use common::*;
@@ -54,7 +54,7 @@ fn exporter_styles_are_understood() {
 
     let digits = import_path(&model_file("digits_mlp.onnx")).unwrap();
     assert!(matches!(digits.input_ops.as_slice(), [InputOp::Div(_)]));
-    assert_eq!(digits.head, Some(Head::Softmax));
+    assert_eq!(digits.head.scores, Some(Scores::Softmax));
     assert_eq!(digits.layers[0].weights.shape(), &[16, 64]);
 
     let wine = import_path(&model_file("wine_mlp.onnx")).unwrap();
@@ -62,7 +62,7 @@ fn exporter_styles_are_understood() {
         wine.input_ops.as_slice(),
         [InputOp::Sub(_), InputOp::Div(_)]
     ));
-    assert_eq!(wine.head, Some(Head::ArgMax));
+    assert_eq!(wine.head.outputs, [HeadOutput::ClassIndex]);
     assert_eq!(wine.logits_name, "logits");
 
     let tail = import_path(&fixture("relu_after_last_opset21.onnx")).unwrap();
@@ -98,9 +98,10 @@ fn error_of(result: ceg4n::Result<ceg4n::ir::Network>) -> String {
 fn unsupported_ops_are_named_with_the_node_and_the_supported_list() {
     let e = error_of(import_path(&fixture("unsupported_sigmoid.onnx")));
     assert!(e.contains("node 'squash' (op Sigmoid)"), "{e}");
-    assert!(e.contains("supported: Gemm, MatMul"), "{e}");
+    assert!(e.contains("multi-label head; supported: Sigmoid of a single logit"), "{e}");
     let e = error_of(import_path(&fixture("unsupported_conv.onnx")));
     assert!(e.contains("node 'conv1' (op Conv)"), "{e}");
+    assert!(e.contains("supported: Gemm, MatMul"), "{e}");
     assert!(!e.contains('\n'));
 }
 

@@ -68,6 +68,6 @@ pub fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
         logits_name: "y".into(),
         input_ops: vec![],
         layers,
-        head: None,
+        head: Default::default(),
     }
 }
