@@ -179,6 +179,21 @@ struct LayerView {
     act_bits: u32,
 }
 
+/// The class labels as the template writes them: the element type and the literals.
+fn label_view(labels: Option<&crate::ir::ClassLabels>) -> Option<minijinja::Value> {
+    use crate::ir::ClassLabels;
+    // A const's `&str` is `'static` already; the accessor's return type must say so.
+    let (const_type, label_type, items): (&str, &str, Vec<String>) = match labels? {
+        ClassLabels::Ints(v) => ("i64", "i64", v.iter().map(i64::to_string).collect()),
+        ClassLabels::Strings(v) => (
+            "&str",
+            "&'static str",
+            v.iter().map(|s| format!("{s:?}")).collect(),
+        ),
+    };
+    Some(context! { const_type => const_type, label_type => label_type, items => items.join(", ") })
+}
+
 /// Memory the crate needs, computed from its arrays.
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct Memory {
@@ -452,6 +467,7 @@ impl CrateSpec<'_> {
                 class => v.class,
             }).collect::<Vec<_>>(),
             vector_count => self.vectors.len(),
+            labels => label_view(net.class_labels.as_ref()),
             runtime_version => env!("CARGO_PKG_VERSION"),
             flash_origin => format!("0x{:08x}", self.board.flash_origin),
             ram_origin => format!("0x{:08x}", self.board.ram_origin),

@@ -14,6 +14,8 @@ pub struct IntNetwork {
     pub input: InputFormat,
     /// Layers, input side first; the last one outputs [`LayerOutput::Logits`].
     pub layers: Vec<IntLayer>,
+    /// The float model's class labels in class-index order, if its graph has a class table.
+    pub class_labels: Option<crate::ir::ClassLabels>,
 }
 
 /// Signed fixed point, one format per feature: feature `i` is stored as

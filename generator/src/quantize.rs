@@ -301,7 +301,11 @@ pub fn quantize(net: &Network, config: &QuantConfig, cal: &Calibration) -> Resul
             output,
         });
     }
-    Ok(IntNetwork { input, layers })
+    Ok(IntNetwork {
+        input,
+        layers,
+        class_labels: net.head.labels.clone(),
+    })
 }
 
 /// The input format of `bits` bits with, per feature, the most fractional bits that still hold

@@ -121,6 +121,10 @@ pub struct RefineReport {
     /// The run on a device (`ceg4n run`), if there was one.
     #[serde(default)]
     pub device: Option<DeviceSummary>,
+    /// The model's class labels in class-index order, when its graph has a class table
+    /// (classes in `boxes`, `excluded` and `counterexamples` are indices into it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub class_labels: Option<crate::ir::ClassLabels>,
 }
 
 /// The generated crate run on a board (written by `ceg4n run`).
@@ -226,6 +230,7 @@ impl RefineReport {
             timeout_seconds: verify.timeout.as_secs_f64(),
             accuracy_curve: Vec::new(),
             device: None,
+            class_labels: task.net.head.labels.clone(),
         })
     }
 

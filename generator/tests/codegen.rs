@@ -15,12 +15,23 @@ use ceg4n::task::Task;
 use common::*;
 
 fn iris_crate(dir: &std::path::Path, bits: &[u32], act_bits: &[u32]) -> usize {
+    labelled_iris_crate(dir, bits, act_bits, None)
+}
+
+/// [`iris_crate`], with class labels as an exporter's class table would give them.
+fn labelled_iris_crate(
+    dir: &std::path::Path,
+    bits: &[u32],
+    act_bits: &[u32],
+    labels: Option<ceg4n::ir::ClassLabels>,
+) -> usize {
     let model = model_file("iris_mlp.onnx");
     let net = import_path(&model).unwrap();
     let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
     let task = Task::new(&model, net, props);
     let config = QuantConfig::for_network(&task.net, bits, act_bits, 8, false, false).unwrap();
-    let int_net = task.quantize(&config).unwrap();
+    let mut int_net = task.quantize(&config).unwrap();
+    int_net.class_labels = labels;
     let board = Board::find(None, "mps2-an386").unwrap();
     let spec = CrateSpec {
         name: "iris-snapshot".into(),
@@ -104,7 +115,9 @@ fn an_existing_directory_is_never_overwritten_without_force() {
 fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("crate");
-    let count = iris_crate(&out, &[3, 5, 4], &[6, 4]);
+    let labels = ["setosa", "versicolor", "virginica"].map(String::from);
+    let labels = ceg4n::ir::ClassLabels::Strings(labels.to_vec());
+    let count = labelled_iris_crate(&out, &[3, 5, 4], &[6, 4], Some(labels));
     assert!(count >= 10);
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let run = |args: &[&str]| {
@@ -125,7 +138,7 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     };
     // Not --all-features: `test-corrupt-weight` must (and does) break the vectors.
     let tested = run(&["test", "--features", "f32-input,fixed-input"]);
-    assert!(tested.contains("2 passed"), "{tested}");
+    assert!(tested.contains("3 passed"), "{tested}");
     for target in [
         "thumbv6m-none-eabi",
         "thumbv7m-none-eabi",

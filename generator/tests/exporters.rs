@@ -84,7 +84,10 @@ fn check(name: &str) -> Network {
         ours += usize::from(class == *truth);
         theirs += usize::from(*label == label_of(*truth));
     }
-    assert_eq!(ours, theirs, "{name}: float accuracy differs from onnxruntime's");
+    assert_eq!(
+        ours, theirs,
+        "{name}: float accuracy differs from onnxruntime's"
+    );
     net
 }
 
@@ -153,5 +156,8 @@ fn a_label_the_model_does_not_know_is_named() {
     let row = vec!["1"; 13].join(",");
     std::fs::write(&csv, format!("{row},barolo\n{row},chianti\n")).unwrap();
     let e = Dataset::load_csv_for(&csv, &net).unwrap_err().to_string();
-    assert!(e.contains("line 2: label 'chianti' is not one of the model's class labels"), "{e}");
+    assert!(
+        e.contains("line 2: label 'chianti' is not one of the model's class labels"),
+        "{e}"
+    );
 }

@@ -98,7 +98,10 @@ fn error_of(result: ceg4n::Result<ceg4n::ir::Network>) -> String {
 fn unsupported_ops_are_named_with_the_node_and_the_supported_list() {
     let e = error_of(import_path(&fixture("unsupported_sigmoid.onnx")));
     assert!(e.contains("node 'squash' (op Sigmoid)"), "{e}");
-    assert!(e.contains("multi-label head; supported: Sigmoid of a single logit"), "{e}");
+    assert!(
+        e.contains("multi-label head; supported: Sigmoid of a single logit"),
+        "{e}"
+    );
     let e = error_of(import_path(&fixture("unsupported_conv.onnx")));
     assert!(e.contains("node 'conv1' (op Conv)"), "{e}");
     assert!(e.contains("supported: Gemm, MatMul"), "{e}");
