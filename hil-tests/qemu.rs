@@ -380,6 +380,58 @@ fn the_main_job_runs_end_to_end_and_writes_a_readable_report() {
     assert!(png.len() > 20_000, "a rendered page with plots is not tiny");
 }
 
+/// Models as the exporters write them (models/exporters/): `ceg4n run MODEL --data CSV` (boxes
+/// made from the data) ends verified, at the float accuracy, and bit-exact on the device — the
+/// raw-unit scikit-learn Pipeline with string labels, a two-class skl2onnx head, a torch dynamo
+/// export and a Keras model through tf2onnx.
+#[test]
+fn exporter_models_run_verified_and_bit_exact() {
+    if skipped_without_qemu() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    for name in [
+        "skl_pipeline_wine",
+        "skl_binary_zipmap_on",
+        "torch_dynamo",
+        "keras_tf2onnx",
+    ] {
+        let dir = models_dir().join("exporters");
+        let out = work.path().join(name);
+        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+            .arg("run")
+            .arg(dir.join(format!("{name}.onnx")))
+            .arg("--data")
+            .arg(dir.join(format!("{name}.csv")))
+            .args(["--quiet", "--out"])
+            .arg(&out)
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{name}: {stdout}\n{}",
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
+                .unwrap();
+        assert_eq!(report["verified"], true, "{name}");
+        assert_eq!(report["accuracy"]["floor_met"], true, "{name}");
+        assert_eq!(
+            report["device"]["bit_exact"], report["device"]["vectors"],
+            "{name}"
+        );
+        if name == "skl_pipeline_wine" {
+            let labels = serde_json::json!(["barbera", "barolo", "grignolino"]);
+            assert_eq!(report["class_labels"], labels);
+            let lib = std::fs::read_to_string(out.join("crate/src/lib.rs")).unwrap();
+            assert!(lib.contains("pub const CLASS_LABELS"), "{name}");
+        }
+    }
+}
+
 /// `llvm-size`'s Berkeley totals of `elf`: (text + data, data + bss), if the tool is installed.
 fn llvm_size(elf: &Path) -> Option<(u64, u64)> {
     let out = std::process::Command::new("llvm-size")
