@@ -161,3 +161,31 @@ fn a_label_the_model_does_not_know_is_named() {
         "{e}"
     );
 }
+
+#[test]
+fn exporter_idioms_at_the_oldest_and_newest_opsets() {
+    // Cast, Sub/Div normalisation, MatMul with a Transpose of a constant, BatchNormalization
+    // folded into the layer, Gemm with alpha, beta and transB, dynamic batch.
+    for name in ["idioms_opset9", "idioms_opset21"] {
+        let net = check(name);
+        assert_eq!(net.layers.len(), 2, "{name}");
+        assert_eq!(net.input_ops.len(), 2, "{name}");
+    }
+}
+
+#[test]
+fn heads_that_could_change_the_class_are_refused_with_the_reason() {
+    let error = |name: &str| {
+        import_path(&exporter_file(&format!("refused_{name}.onnx")))
+            .unwrap_err()
+            .to_string()
+    };
+    let e = error("shifted_scores");
+    assert!(e.contains("node 'q' (op Add)"), "{e}");
+    assert!(
+        e.contains("a function of the logits that keeps their argmax"),
+        "{e}"
+    );
+    let e = error("argmax_last");
+    assert!(e.contains("select_last_index=1"), "{e}");
+}

@@ -2,7 +2,7 @@
 NAME.expected.csv (see common.write_fixture). Committed, so tests need no exporter.
 
     python3 -m venv /tmp/exp && /tmp/exp/bin/pip install -r requirements-sklearn-torch.txt
-    /tmp/exp/bin/python make.py sklearn torch
+    /tmp/exp/bin/python make.py sklearn torch idioms
     python3 -m venv /tmp/keras && /tmp/keras/bin/pip install -r requirements-keras.txt
     /tmp/keras/bin/python make.py keras
 """
@@ -102,6 +102,74 @@ def keras_fixture():
     write_fixture("keras_tf2onnx", proto.SerializeToString(), Xte, yte)
 
 
+def idiom_fixtures():
+    """Hand-built graphs (onnx.helper) with the idioms exporters mix: a weight behind a
+    Transpose of a constant, BatchNormalization after a dense layer, Gemm with alpha/beta and
+    transB, a Cast, a dynamic batch; at the oldest and newest opsets. Plus graphs that must be
+    refused (refused_*.onnx): a head that is not a function of the logits keeping their argmax,
+    ArgMax ties to the last index."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    rng = np.random.default_rng(3)
+    Xtr, Xte, ytr, yte = split("iris")
+    mean, std = Xtr.mean(0), Xtr.std(0)
+
+    def init(name, a):
+        return numpy_helper.from_array(np.asarray(a, dtype=np.float32), name)
+
+    def model(nodes, inits, outputs, opset):
+        graph = helper.make_graph(
+            nodes, "idioms",
+            [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 4])],
+            outputs, inits)
+        m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", opset)])
+        m.ir_version = 7 if opset < 15 else 10
+        onnx.checker.check_model(m)
+        return m.SerializeToString()
+
+    inits = [
+        init("mean", mean), init("std", std),
+        init("w0t", rng.normal(size=(8, 4))),  # [out, in]: MatMul needs it transposed
+        init("bn_scale", rng.uniform(0.5, 1.5, 8)), init("bn_b", rng.normal(size=8) * 0.1),
+        init("bn_mean", rng.normal(size=8) * 0.2), init("bn_var", rng.uniform(0.5, 2.0, 8)),
+        init("w1", rng.normal(size=(3, 8))), init("b1", rng.normal(size=3) * 0.1),
+    ]
+    nodes = [
+        helper.make_node("Cast", ["x"], ["xc"], to=TensorProto.FLOAT),
+        helper.make_node("Sub", ["xc", "mean"], ["xs"]),
+        helper.make_node("Div", ["xs", "std"], ["xn"]),
+        helper.make_node("Transpose", ["w0t"], ["w0"], perm=[1, 0]),
+        helper.make_node("MatMul", ["xn", "w0"], ["h0"]),
+        helper.make_node("BatchNormalization", ["h0", "bn_scale", "bn_b", "bn_mean", "bn_var"], ["h1"],
+                         epsilon=1e-3),
+        helper.make_node("Relu", ["h1"], ["h2"]),
+        helper.make_node("Gemm", ["h2", "w1", "b1"], ["logits"], alpha=0.5, beta=2.0, transB=1),
+        helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
+    ]
+    out = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])]
+    for opset in (9, 21):
+        onnx_bytes = model(nodes, inits, out, opset)
+        session_labels = None
+        import onnxruntime as ort
+        session = ort.InferenceSession(onnx_bytes, providers=["CPUExecutionProvider"])
+        session_labels = session.run(None, {"x": Xte})[0].argmax(1)
+        # The "true" labels are the graph's own: these fixtures test translation, not training.
+        write_fixture(f"idioms_opset{opset}", onnx_bytes, Xte, session_labels)
+
+    def refused(name, head_nodes, head_out):
+        nodes = [helper.make_node("Gemm", ["x", "w", "b"], ["logits"], transB=1)] + head_nodes
+        inits = [init("w", rng.normal(size=(3, 4))), init("b", np.zeros(3)), init("c", [0.0, 5.0, 0.0])]
+        out = [helper.make_tensor_value_info(head_out, TensorProto.FLOAT, ["batch", 3])]
+        with open(f"refused_{name}.onnx", "wb") as f:
+            f.write(model(nodes, inits, out, 13))
+
+    refused("shifted_scores", [helper.make_node("Softmax", ["logits"], ["p"], axis=1),
+                               helper.make_node("Add", ["p", "c"], ["q"])], "q")
+    refused("argmax_last", [helper.make_node("ArgMax", ["logits"], ["k"], axis=1, select_last_index=1)], "k")
+
+
 if __name__ == "__main__":
-    for which in sys.argv[1:] or ["sklearn", "torch", "keras"]:
-        {"sklearn": sklearn_fixtures, "torch": torch_fixtures, "keras": keras_fixture}[which]()
+    for which in sys.argv[1:] or ["sklearn", "torch", "keras", "idioms"]:
+        {"sklearn": sklearn_fixtures, "torch": torch_fixtures, "keras": keras_fixture,
+         "idioms": idiom_fixtures}[which]()
