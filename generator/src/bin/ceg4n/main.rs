@@ -227,6 +227,7 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    restore_default_sigpipe();
     let cli = Cli::parse();
     match run(cli) {
         Ok(code) => code,
@@ -235,6 +236,16 @@ fn main() -> ExitCode {
             eprintln!("error: {message}");
             exit_code_of(&e)
         }
+    }
+}
+
+/// Rust ignores SIGPIPE, so printing into a closed pipe (`ceg4n boards | head`) would panic;
+/// the default action ends the process quietly, as Unix tools do.
+fn restore_default_sigpipe() {
+    #[cfg(unix)]
+    // SAFETY: setting a signal's disposition to its default before any thread starts.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
     }
 }
 
