@@ -132,7 +132,7 @@ fn bad_inputs_fail_with_one_line_and_no_panic() {
 
     assert_one_line_error(
         &ceg4n(&["inspect", path(&fixture("unsupported_sigmoid.onnx"))]),
-        "node 'squash' (op Sigmoid): operator Sigmoid is not supported; supported: Gemm",
+        "node 'squash' (op Sigmoid): Sigmoid over 3 logits is a multi-label head; supported: Sigmoid of a single logit",
     );
     assert_one_line_error(
         &ceg4n(&["inspect", path(&fixture("unsupported_conv.onnx"))]),
