@@ -146,6 +146,10 @@ impl Dataset {
                 continue;
             }
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
+            let numeric = |c: &&str| c.parse::<f64>().is_ok();
+            if n == 0 && !cells[..features.min(cells.len())].iter().all(numeric) {
+                continue; // header
+            }
             if cells.len() != features + 1 {
                 bail!(
                     "{} line {}: {} columns, expected {} ({features} features + label)",
