@@ -123,6 +123,9 @@ impl Region<'_> {
                 return Outcome::Counterexample(ce);
             }
         }
+        if Instant::now() >= deadline {
+            return Outcome::Unknown("time-out".into());
+        }
         let fb = float_bounds(net, lower, upper);
         let queries = match self.cmp.options.equivalence {
             Equivalence::Top1 => class_pair_queries(net, quantized, &fb, lower, upper, decision),

@@ -75,27 +75,20 @@ impl<'a> PairSolver<'a> {
             (&self.solver, &self.float_logits, &self.quantized_logits);
         let (dequantized, float_raw, quantized) =
             (&self.dequantized, &self.float_raw, self.quantized);
-        solve(
-            solver,
-            &self.x,
-            self.lower,
-            self.upper,
-            deadline,
-            || match query {
-                Query::Pair { float, rival } => {
-                    solver.assert(float_picks(float_logits, float));
-                    solver.assert(quantized.prefers(quantized_logits, rival, float));
-                }
-                Query::Deviation { output, above, eps } => {
-                    let gap = if above {
-                        &dequantized[output] - &float_raw[output]
-                    } else {
-                        &float_raw[output] - &dequantized[output]
-                    };
-                    solver.assert(gap.gt(encode::real_of_f64(eps)));
-                }
-            },
-        )
+        solve(solver, &self.x, self.lower, self.upper, deadline, || match query {
+            Query::Pair { float, rival } => z3::ast::Bool::and(&[
+                float_picks(float_logits, float),
+                quantized.prefers(quantized_logits, rival, float),
+            ]),
+            Query::Deviation { output, above, eps } => {
+                let gap = if above {
+                    &dequantized[output] - &float_raw[output]
+                } else {
+                    &float_raw[output] - &dequantized[output]
+                };
+                gap.gt(encode::real_of_f64(eps))
+            }
+        })
     }
 }
 
@@ -162,21 +155,41 @@ impl<'a> RivalSolver<'a> {
             Some(q) => q.prefers(logits, rival, class),
             None => encode::real_prefers(logits, rival, class),
         };
-        solve(solver, &self.x, self.lower, self.upper, deadline, || {
-            solver.assert(prefers)
-        })
+        solve(solver, &self.x, self.lower, self.upper, deadline, || prefers)
     }
 }
 
-/// Runs one query on `solver` in a push/pop scope: `assert` adds the question; a witness is
-/// rounded to f32 and clamped into the box.
+/// `solver.check_assumptions(..)`, interrupted at `deadline` by a watchdog thread: z3's own
+/// `timeout` parameter is not checked in every phase (internalizing a large encoding,
+/// preprocessing), and a box's time-out is a promise about wall time.
+fn check_until(solver: &Solver, assumptions: &[z3::ast::Bool], deadline: Instant) -> SatResult {
+    let context = z3::Context::thread_local();
+    let handle = context.handle();
+    let (done, finished) = std::sync::mpsc::channel::<()>();
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let wait = deadline.saturating_duration_since(Instant::now());
+            if let Err(std::sync::mpsc::RecvTimeoutError::Timeout) = finished.recv_timeout(wait) {
+                handle.interrupt();
+            }
+        });
+        let result = solver.check_assumptions(assumptions);
+        drop(done);
+        result
+    })
+}
+
+/// Runs one query on `solver`: `question` is asserted behind a fresh literal and checked under
+/// that assumption (no push/pop: z3's first push internalizes the whole encoding outside any
+/// time limit, seconds on 784-input networks); a witness is rounded to f32 and clamped into
+/// the box.
 pub(crate) fn solve(
     solver: &Solver,
     x: &[z3::ast::Real],
     lower: &[f64],
     upper: &[f64],
     deadline: Instant,
-    assert: impl FnOnce(),
+    question: impl FnOnce() -> z3::ast::Bool,
 ) -> Answer {
     let remaining = deadline.saturating_duration_since(Instant::now());
     if remaining.is_zero() {
@@ -188,9 +201,9 @@ pub(crate) fn solve(
         remaining.as_millis().clamp(1, u32::MAX as u128) as u32,
     );
     solver.set_params(&params);
-    solver.push();
-    assert();
-    let answer = match solver.check() {
+    let asked = z3::ast::Bool::fresh_const("query");
+    solver.assert(asked.implies(question()));
+    let answer = match check_until(solver, std::slice::from_ref(&asked), deadline) {
         SatResult::Unsat => Answer::Unsat,
         SatResult::Sat => {
             let witness: Option<Vec<f64>> = solver.get_model().and_then(|m| {
@@ -222,6 +235,6 @@ pub(crate) fn solve(
             )
         }
     };
-    solver.pop(1);
+    // The question stays asserted behind its literal, which is never assumed again.
     answer
 }
