@@ -438,3 +438,36 @@ fn nested_boxes_get_the_verdict_of_verifying_each_box_alone_with_fewer_calls() {
         "the nested iris boxes should save verifier calls"
     );
 }
+
+/// A time-out is a promise about wall time: on boxes too wide to decide in time (digits, radius
+/// 0.8 of 16 around five rows, 8/8 bits), every verdict comes within 5% of the time-out, and
+/// the undecided ones are `unknown`.
+#[test]
+fn a_box_never_outlives_its_time_out() {
+    let net = import_path(&model_file("digits_mlp.onnx")).unwrap();
+    let mut data = ceg4n::data::Dataset::load_csv(&model_file("digits_test.csv"), 64).unwrap();
+    data.features = data.features[1..6].to_vec();
+    data.labels = data.labels[1..6].to_vec();
+    let props = ceg4n::data::boxes_around(&data, 0.8, None).unwrap();
+    let config = QuantConfig::for_network(&net, &[8], &[8], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &props)).unwrap();
+    let timeout = std::time::Duration::from_secs(2);
+    let options = VerifyOptions {
+        timeout,
+        ..VerifyOptions::default()
+    };
+    let verdicts =
+        Comparison::new(&net, Quantized::Integer(&int_net), &options).verify_boxes(&props, 1);
+    for v in &verdicts {
+        assert!(
+            v.seconds <= 1.05 * timeout.as_secs_f64(),
+            "box {} took {:.3} s with a {timeout:?} time-out",
+            v.id,
+            v.seconds
+        );
+    }
+    assert!(
+        verdicts.iter().any(|v| v.status == Status::Unknown),
+        "the boxes are meant to be too hard to decide in time: {verdicts:?}"
+    );
+}

@@ -129,6 +129,7 @@ pub(crate) fn float_class_change_near(
     upper: &[f64],
     start: &[f64],
     decision: Decision,
+    until: std::time::Instant,
 ) -> Option<Vec<f64>> {
     use rand::Rng;
     let k = decision.pick(&net.logits(start));
@@ -157,6 +158,7 @@ pub(crate) fn float_class_change_near(
         upper,
         step: 0.5,
         shrink: 0.97,
+        until,
     };
     for restart in 0..FLOAT_SEARCH_RESTARTS {
         let x = if restart == 0 {
@@ -188,6 +190,8 @@ pub(crate) struct LocalSearch<'a> {
     upper: &'a [f64],
     step: f64,
     shrink: f64,
+    /// The search gives up at this instant (the box's deadline).
+    until: std::time::Instant,
 }
 
 impl LocalSearch<'_> {
@@ -203,9 +207,12 @@ impl LocalSearch<'_> {
     ) -> Option<R> {
         let mut best = objective(&x);
         let mut step = self.step;
-        for _ in 0..ATTACK_STEPS {
+        for step_index in 0..ATTACK_STEPS {
             if let Some(result) = found(&x, best) {
                 return Some(result);
+            }
+            if step_index % 16 == 0 && std::time::Instant::now() >= self.until {
+                return None;
             }
             let y = clamp(
                 x.iter()
@@ -240,6 +247,7 @@ impl Comparison<'_> {
         lower: &[f64],
         upper: &[f64],
         start: &[f64],
+        until: std::time::Instant,
     ) -> Option<Counterexample> {
         let (net, quantized, options) = (self.float, self.quantized, self.options);
         let decision = options.decision;
@@ -288,6 +296,7 @@ impl Comparison<'_> {
             upper,
             step: 0.25,
             shrink: 0.95,
+            until,
         };
         moves.run(
             clamp(start.to_vec()),

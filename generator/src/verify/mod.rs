@@ -113,8 +113,10 @@ impl<'a> Comparison<'a> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5C4EE);
         let points = prop.sample_points(10, 64, self.options.samples, &mut rng);
         let (lower, upper) = (&prop.lower, &prop.upper);
-        self.falsify(lower, upper, &points)
-            .or_else(|| self.attack(lower, upper, &prop.x))
+        self.falsify(lower, upper, &points).or_else(|| {
+            let until = self.options.deadline_from(Instant::now());
+            self.attack(lower, upper, &prop.x, until)
+        })
     }
 }
 

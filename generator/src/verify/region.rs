@@ -176,7 +176,9 @@ impl Region<'_> {
                     return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
-                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
+                    if let Some(ce) =
+                        self.near_relaxed_witness(lower, upper, &x, relaxed_only, deadline)
+                    {
                         return Outcome::Counterexample(ce);
                     }
                 }
@@ -239,7 +241,9 @@ impl Region<'_> {
                     // cheap, and such a point lets the boundary search below find a
                     // counterexample.
                     Answer::Unknown(reason) => {
-                        match float_class_change_near(net, lower, upper, &centre, decision) {
+                        match float_class_change_near(
+                            net, lower, upper, &centre, decision, deadline,
+                        ) {
                             Some(x) => Answer::Sat(x),
                             None => Answer::Unknown(reason),
                         }
@@ -288,7 +292,9 @@ impl Region<'_> {
                     return Some(self.split_or(lower, upper, depth, deadline, reason))
                 }
                 Answer::Sat(x) => {
-                    if let Some(ce) = self.near_relaxed_witness(lower, upper, &x, relaxed_only) {
+                    if let Some(ce) =
+                        self.near_relaxed_witness(lower, upper, &x, relaxed_only, deadline)
+                    {
                         return Some(Outcome::Counterexample(ce));
                     }
                 }
@@ -329,12 +335,13 @@ impl Region<'_> {
         upper: &[f64],
         x: &[f64],
         relaxed_only: bool,
+        deadline: Instant,
     ) -> Option<Counterexample> {
         let ce = self.cmp.replay(x, FoundBy::Solver);
         if ce.reproduces_in_f32 || relaxed_only {
             return Some(ce);
         }
-        self.cmp.attack(lower, upper, x)
+        self.cmp.attack(lower, upper, x, deadline)
     }
 
     /// With `CEG4N_DEBUG` set, one line per solver query on stderr.

@@ -75,20 +75,27 @@ impl<'a> PairSolver<'a> {
             (&self.solver, &self.float_logits, &self.quantized_logits);
         let (dequantized, float_raw, quantized) =
             (&self.dequantized, &self.float_raw, self.quantized);
-        solve(solver, &self.x, self.lower, self.upper, deadline, || match query {
-            Query::Pair { float, rival } => z3::ast::Bool::and(&[
-                float_picks(float_logits, float),
-                quantized.prefers(quantized_logits, rival, float),
-            ]),
-            Query::Deviation { output, above, eps } => {
-                let gap = if above {
-                    &dequantized[output] - &float_raw[output]
-                } else {
-                    &float_raw[output] - &dequantized[output]
-                };
-                gap.gt(encode::real_of_f64(eps))
-            }
-        })
+        solve(
+            solver,
+            &self.x,
+            self.lower,
+            self.upper,
+            deadline,
+            || match query {
+                Query::Pair { float, rival } => z3::ast::Bool::and(&[
+                    float_picks(float_logits, float),
+                    quantized.prefers(quantized_logits, rival, float),
+                ]),
+                Query::Deviation { output, above, eps } => {
+                    let gap = if above {
+                        &dequantized[output] - &float_raw[output]
+                    } else {
+                        &float_raw[output] - &dequantized[output]
+                    };
+                    gap.gt(encode::real_of_f64(eps))
+                }
+            },
+        )
     }
 }
 
@@ -155,7 +162,9 @@ impl<'a> RivalSolver<'a> {
             Some(q) => q.prefers(logits, rival, class),
             None => encode::real_prefers(logits, rival, class),
         };
-        solve(solver, &self.x, self.lower, self.upper, deadline, || prefers)
+        solve(solver, &self.x, self.lower, self.upper, deadline, || {
+            prefers
+        })
     }
 }
 
