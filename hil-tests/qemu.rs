@@ -147,6 +147,7 @@ fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
             }],
             tool_version: env!("CARGO_PKG_VERSION").into(),
             fidelity: None,
+            epsilon: None,
         },
         vectors: case.vectors.clone(),
     }

@@ -120,6 +120,9 @@ pub struct Certificate {
     /// Agreement with the float network on the user's data and the floor it met (refine
     /// with `--data`), else `None`: nothing but the boxes constrained accuracy.
     pub fidelity: Option<Fidelity>,
+    /// `Some(E)` when the boxes were proved epsilon-equivalent (every dequantized logit within
+    /// E of the float one) rather than top-1.
+    pub epsilon: Option<f64>,
 }
 
 /// What the certificate says about accuracy on the user's data.

@@ -229,6 +229,7 @@ pub fn prepare_crate(source: CrateSource, name: Option<String>) -> Result<Prepar
                     data: report.data.as_deref().map_or("-".into(), file_name),
                     accuracy,
                 }),
+                epsilon: report.epsilon,
             };
             (task, config, certificate, extra)
         }
@@ -251,6 +252,7 @@ pub fn prepare_crate(source: CrateSource, name: Option<String>) -> Result<Prepar
                     .collect(),
                 tool_version: env!("CARGO_PKG_VERSION").into(),
                 fidelity: None,
+                epsilon: None,
             };
             (task, config, certificate, Vec::new())
         }

@@ -121,6 +121,10 @@ pub struct RefineReport {
     /// The run on a device (`ceg4n run`), if there was one.
     #[serde(default)]
     pub device: Option<DeviceSummary>,
+    /// The property proved: `None` top-1 (the same class), `Some(E)` epsilon-equivalence
+    /// (every dequantized logit within E of the float one), as the paper's ACAS Xu runs.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub epsilon: Option<f64>,
     /// The model's class labels in class-index order, when its graph has a class table
     /// (classes in `boxes`, `excluded` and `counterexamples` are indices into it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -182,9 +186,6 @@ impl RefineReport {
         accuracy: Option<Accuracy>,
         quant: (bool, bool),
     ) -> Result<RefineReport> {
-        if let Equivalence::Epsilon(_) = verify.equivalence {
-            bail!("refinement reports cover top-1 equivalence only");
-        }
         let config = refinement.config.as_ref();
         let storage = refinement.storage;
         let boxes: Vec<BoxResult> = refinement.boxes.iter().map(box_result).collect();
@@ -199,6 +200,10 @@ impl RefineReport {
             search,
             seed,
             decision: verify.decision,
+            epsilon: match verify.equivalence {
+                Equivalence::Epsilon(e) => Some(e),
+                Equivalence::Top1 => None,
+            },
             weight_bits: config.map(|c| c.weight_bits.clone()),
             activation_bits: config.map(|c| c.act_bits.clone()),
             input_bits: config.map(|c| c.input_bits),

@@ -453,3 +453,81 @@ fn exit_codes_tell_bad_input_from_a_failing_tool() {
     let run = ceg4n(&["boards", "--board-dir", path(&out.path().join("nope"))]);
     assert_eq!(run.code, 2, "{}", run.stderr);
 }
+
+/// `refine --epsilon`: refinement under the paper's epsilon-equivalence (ACAS Xu's property).
+/// Whatever the search reaches in its time limit, the report says which property it proved,
+/// and every box it reports proved is proved again from scratch by `verify` at its bits.
+#[test]
+fn refine_under_epsilon_equivalence_reports_what_verify_proves_again() {
+    let out = tempfile::tempdir().unwrap();
+    let props: Vec<serde_json::Value> =
+        serde_json::from_str(&std::fs::read_to_string(model_file("iris_props.json")).unwrap())
+            .unwrap();
+    let first: Vec<&serde_json::Value> = props
+        .iter()
+        .filter(|p| p["id"].as_str().is_some_and(|id| id.starts_with("1.")))
+        .collect();
+    let props_file = out.path().join("props.json");
+    std::fs::write(&props_file, serde_json::to_string(&first).unwrap()).unwrap();
+    let report_dir = out.path().join("refine");
+    #[rustfmt::skip]
+    let run = ceg4n(&[
+        "refine", path(&model_file("iris_mlp.onnx")), "--props", path(&props_file),
+        "--epsilon", "0.5", "--timeout", "2", "--time-limit", "20", "--quiet",
+        "--out", path(&report_dir),
+    ]);
+    assert!(run.code == 0 || run.code == 1, "{}", run.stderr);
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(report_dir.join("report.json")).unwrap())
+            .unwrap();
+    assert_eq!(report["epsilon"], 0.5);
+    let proved: Vec<&str> = report["boxes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|b| b["status"] == "proved")
+        .map(|b| b["id"].as_str().unwrap())
+        .collect();
+    if proved.is_empty() {
+        return;
+    }
+    let again: Vec<&&serde_json::Value> = first
+        .iter()
+        .filter(|p| proved.contains(&p["id"].as_str().unwrap()))
+        .collect();
+    let again_file = out.path().join("proved.json");
+    std::fs::write(&again_file, serde_json::to_string(&again).unwrap()).unwrap();
+    let list = |key: &str| {
+        report[key]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|b| b.to_string())
+            .collect::<Vec<_>>()
+            .join(",")
+    };
+    let (bits, act_bits) = (list("weight_bits"), list("activation_bits"));
+    let input_bits = report["input_bits"].to_string();
+    let model = model_file("iris_mlp.onnx");
+    let mut args = vec![
+        "verify",
+        path(&model),
+        "--props",
+        path(&again_file),
+        "--bits",
+        &bits,
+        "--act-bits",
+        &act_bits,
+        "--input-bits",
+        &input_bits,
+        "--epsilon",
+        "0.5",
+        "--timeout",
+        "60",
+    ];
+    if report["per_channel"] == true {
+        args.push("--per-channel");
+    }
+    let verify = ceg4n(&args);
+    assert_eq!(verify.code, 0, "{}\n{}", verify.stdout, verify.stderr);
+}

@@ -47,6 +47,7 @@ fn labelled_iris_crate(
             }],
             tool_version: "test".into(),
             fidelity: None,
+            epsilon: None,
         },
         vectors: vectors(&int_net, &task.props[..1], &[], 1),
     };

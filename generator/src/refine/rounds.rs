@@ -88,8 +88,11 @@ impl<'a> LoopState<'a> {
         // Boxes the float decision boundary crosses admit no equivalent quantized network.
         let mut excluded = Vec::new();
         let mut props = Vec::new();
+        // Under epsilon-equivalence the class plays no part: no box is excluded for it.
+        let top1 = verify.equivalence == verify::Equivalence::Top1;
         let changes = crate::parallel::map(&task.props, options.jobs, |p| {
-            verify::float_class_change(net, p, verify)
+            top1.then(|| verify::float_class_change(net, p, verify))
+                .flatten()
         });
         for (p, change) in task.props.iter().zip(changes) {
             match change {
@@ -347,7 +350,8 @@ impl<'a> LoopState<'a> {
         };
         let net = &self.task.net;
         let decision = self.verify.decision;
-        if decision.pick(&net.logits(&x)) != decision.pick(&net.logits(&prop.x)) {
+        let top1 = self.verify.equivalence == verify::Equivalence::Top1;
+        if top1 && decision.pick(&net.logits(&x)) != decision.pick(&net.logits(&prop.x)) {
             self.exclude(id, &x);
         } else {
             self.screen.add_point(x, id);

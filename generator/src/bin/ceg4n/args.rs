@@ -70,10 +70,14 @@ pub(crate) struct ProofArgs {
     /// Classes are the smallest score (advisory networks such as ACAS Xu).
     #[arg(long)]
     pub(crate) argmin: bool,
+    /// Prove epsilon-equivalence instead of top-1 (the paper's ACAS Xu property): every
+    /// dequantized logit within E of the float one.
+    #[arg(long, allow_negative_numbers = true)]
+    pub(crate) epsilon: Option<f64>,
 }
 
 impl ProofArgs {
-    /// Top-1 options.
+    /// The verification options the flags ask for.
     pub(crate) fn options(&self) -> Result<ceg4n::verify::VerifyOptions> {
         if !(self.timeout.is_finite() && self.timeout > 0.0) {
             bail!(
@@ -81,7 +85,13 @@ impl ProofArgs {
                 self.timeout
             );
         }
+        let equivalence = match self.epsilon {
+            None => ceg4n::verify::Equivalence::Top1,
+            Some(e) if e.is_finite() && e >= 0.0 => ceg4n::verify::Equivalence::Epsilon(e),
+            Some(e) => bail!("--epsilon {e} must be a non-negative number"),
+        };
         Ok(ceg4n::verify::VerifyOptions {
+            equivalence,
             decision: if self.argmin {
                 Decision::ArgMin
             } else {
@@ -107,23 +117,11 @@ pub(crate) struct SolveArgs {
     /// quantization (rounded weights, float activations), for comparison.
     #[arg(long, value_enum, default_value_t = Semantics::Integer)]
     pub(crate) semantics: Semantics,
-    /// Prove epsilon-equivalence instead of top-1: every dequantized logit within E of the
-    /// float one.
-    #[arg(long, allow_negative_numbers = true)]
-    pub(crate) epsilon: Option<f64>,
 }
 
 impl SolveArgs {
     pub(crate) fn options(&self) -> Result<ceg4n::verify::VerifyOptions> {
-        let equivalence = match self.epsilon {
-            None => ceg4n::verify::Equivalence::Top1,
-            Some(e) if e.is_finite() && e >= 0.0 => ceg4n::verify::Equivalence::Epsilon(e),
-            Some(e) => bail!("--epsilon {e} must be a non-negative number"),
-        };
-        Ok(ceg4n::verify::VerifyOptions {
-            equivalence,
-            ..self.proof.options()?
-        })
+        self.proof.options()
     }
 
     pub(crate) fn jobs(&self) -> usize {
