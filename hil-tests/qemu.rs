@@ -317,6 +317,22 @@ fn inference_has_no_panicking_path() {
     }
 }
 
+/// Runs the `ceg4n` binary with `args`; it must exit 0. Its standard output.
+fn ceg4n_succeeds(args: &[&std::ffi::OsStr]) -> String {
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&run.stdout).into_owned();
+    assert_eq!(
+        run.status.code(),
+        Some(0),
+        "ceg4n {args:?}: {stdout}\n{}",
+        String::from_utf8_lossy(&run.stderr)
+    );
+    stdout
+}
+
 /// The README's main job: `ceg4n run` on the bundled model ends with the device verdict, and
 /// its report.html holds the three plots (and, when Chromium is installed, renders headless).
 #[test]
@@ -326,18 +342,12 @@ fn the_main_job_runs_end_to_end_and_writes_a_readable_report() {
     }
     let work = tempfile::tempdir().unwrap();
     let out = work.path().join("run");
-    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
-        .args(["run", "--quiet", "--out"])
-        .arg(&out)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&run.stdout);
-    assert_eq!(
-        run.status.code(),
-        Some(0),
-        "{stdout}\n{}",
-        String::from_utf8_lossy(&run.stderr)
-    );
+    let stdout = ceg4n_succeeds(&[
+        "run".as_ref(),
+        "--quiet".as_ref(),
+        "--out".as_ref(),
+        out.as_os_str(),
+    ]);
     let last = stdout.trim_end().lines().last().unwrap();
     assert!(last.contains("bit-exact on mps2-an386"), "{stdout}");
     assert!(stdout.contains("verified: weights"), "{stdout}");
@@ -399,22 +409,19 @@ fn exporter_models_run_verified_and_bit_exact() {
     ] {
         let dir = models_dir().join("exporters");
         let out = work.path().join(name);
-        let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
-            .arg("run")
-            .arg(dir.join(format!("{name}.onnx")))
-            .arg("--data")
-            .arg(dir.join(format!("{name}.csv")))
-            .args(["--quiet", "--out"])
-            .arg(&out)
-            .output()
-            .unwrap();
-        let stdout = String::from_utf8_lossy(&run.stdout);
-        assert_eq!(
-            run.status.code(),
-            Some(0),
-            "{name}: {stdout}\n{}",
-            String::from_utf8_lossy(&run.stderr)
+        let (model, data) = (
+            dir.join(format!("{name}.onnx")),
+            dir.join(format!("{name}.csv")),
         );
+        ceg4n_succeeds(&[
+            "run".as_ref(),
+            model.as_os_str(),
+            "--data".as_ref(),
+            data.as_os_str(),
+            "--quiet".as_ref(),
+            "--out".as_ref(),
+            out.as_os_str(),
+        ]);
         let report: serde_json::Value =
             serde_json::from_str(&std::fs::read_to_string(out.join("report.json")).unwrap())
                 .unwrap();
