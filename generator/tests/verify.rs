@@ -471,3 +471,45 @@ fn a_box_never_outlives_its_time_out() {
         "the boxes are meant to be too hard to decide in time: {verdicts:?}"
     );
 }
+
+/// The back-substitution bound is sound: on random networks (with input operations) and random
+/// boxes, no sampled point's `c · logits` exceeds it; and it is never looser than intervals.
+#[test]
+fn linear_bounds_hold_on_every_sampled_point() {
+    use ceg4n::ir::InputOp;
+    use ceg4n::verify::bounds::float_linear_upper_bound;
+    let mut rng = rng(0x11B);
+    for trial in 0..60 {
+        let sizes = [5, 1 + trial % 7, 3 + trial % 4, 4];
+        let mut net = random_network(&mut rng, &sizes);
+        net.input_ops = vec![
+            InputOp::Sub(ndarray::Array1::from_elem(5, 0.25)),
+            InputOp::Div(ndarray::Array1::from_elem(5, 0.5)),
+        ];
+        let centre = random_vector(&mut rng, 5, -1.0, 1.0);
+        let radius = rng.random_range(0.01..0.8);
+        let lower: Vec<f64> = centre.iter().map(|c| c - radius).collect();
+        let upper: Vec<f64> = centre.iter().map(|c| c + radius).collect();
+        let fb = float_bounds(&net, &lower, &upper);
+        let c: Vec<f64> = random_vector(&mut rng, 4, -1.0, 1.0);
+        let bound = float_linear_upper_bound(&net, &fb, &c);
+        let interval: f64 = c
+            .iter()
+            .zip(fb.post.last().unwrap())
+            .map(|(a, i)| (a * i.lo).max(a * i.hi))
+            .sum();
+        assert!(
+            bound <= interval + 1e-6,
+            "trial {trial}: {bound} > {interval}"
+        );
+        for _ in 0..400 {
+            let x: Vec<f64> = lower
+                .iter()
+                .zip(&upper)
+                .map(|(l, u)| rng.random_range(*l..=*u))
+                .collect();
+            let value: f64 = c.iter().zip(net.logits(&x)).map(|(a, y)| a * y).sum();
+            assert!(value <= bound, "trial {trial}: {value} > {bound} at {x:?}");
+        }
+    }
+}
