@@ -513,3 +513,48 @@ fn linear_bounds_hold_on_every_sampled_point() {
         }
     }
 }
+
+/// The integer network's back-substitution bound is sound: on random networks quantized at
+/// random widths (saturating activations included), no sampled point's `c · logits` exceeds
+/// it.
+#[test]
+fn integer_linear_bounds_hold_on_every_sampled_point() {
+    use ceg4n::verify::bounds::int_linear_upper_bound;
+    let mut rng = rng(0x12B);
+    for trial in 0..60 {
+        let sizes = [4, 2 + trial % 6, 2 + trial % 5, 3];
+        let net = random_network(&mut rng, &sizes);
+        let centre = random_vector(&mut rng, 4, -1.0, 1.0);
+        let radius = rng.random_range(0.01..0.6);
+        let lower: Vec<f64> = centre.iter().map(|c| c - radius).collect();
+        let upper: Vec<f64> = centre.iter().map(|c| c + radius).collect();
+        let bits = [2 + (trial % 7) as u32];
+        let act = [2 + (trial % 5) as u32];
+        let config = QuantConfig::for_network(&net, &bits, &act, 8, trial % 2 == 0, false).unwrap();
+        let prop = Property {
+            id: "b".into(),
+            x: centre.clone(),
+            lower: lower.clone(),
+            upper: upper.clone(),
+            y: None,
+            ball_size: Some(radius),
+        };
+        let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &[prop])).unwrap();
+        let ib = int_bounds(&int_net, &lower, &upper);
+        let c: Vec<f64> = random_vector(&mut rng, 3, -1.0, 1.0);
+        let bound = int_linear_upper_bound(&int_net, &ib, &c);
+        for _ in 0..400 {
+            let x: Vec<f64> = lower
+                .iter()
+                .zip(&upper)
+                .map(|(l, u)| rng.random_range(*l..=*u))
+                .collect();
+            let value: f64 = c
+                .iter()
+                .zip(int_net.logits(&x))
+                .map(|(a, y)| a * y as f64)
+                .sum();
+            assert!(value <= bound, "trial {trial}: {value} > {bound} at {x:?}");
+        }
+    }
+}

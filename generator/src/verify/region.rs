@@ -225,26 +225,8 @@ impl Region<'_> {
         let centre = midpoint(lower, upper);
         let k = decision.pick(&net.logits(&centre));
         let float_diff = decision.orient_differences(float_logit_differences(net, fb));
-        // Back-substitution first: it rules out most rivals in linear time, and those it
-        // leaves are the solver's.
-        let sign = if decision == Decision::ArgMax {
-            1.0
-        } else {
-            -1.0
-        };
         let float_rivals: Vec<usize> = (0..float_diff.len())
             .filter(|j| *j != k && float_diff[*j][k] >= 0.0)
-            .filter(|&j| {
-                // Oriented logit_j - logit_k; the rival wins at 0 only with the lower index.
-                let mut c = vec![0.0; float_diff.len()];
-                (c[j], c[k]) = (sign, -sign);
-                let bound = bounds::float_linear_upper_bound(net, fb, &c);
-                if j < k {
-                    bound >= 0.0
-                } else {
-                    bound > 0.0
-                }
-            })
             .collect();
         let known_constant = depth > 0 && self.float_constant.get() == Some(k);
         if !float_rivals.is_empty() && !known_constant {
