@@ -146,9 +146,17 @@ impl Dataset {
                 continue;
             }
             let cells: Vec<&str> = line.split(',').map(str::trim).collect();
-            let numeric = |c: &&str| c.parse::<f64>().is_ok();
-            if n == 0 && !cells[..features.min(cells.len())].iter().all(numeric) {
-                continue; // header
+            // A first line with a cell that is not a number (or, with a class table, a label
+            // cell that is not a label) is the header.
+            let not_number = |c: &&str| c.parse::<f64>().is_err();
+            let not_label = |c: &&str| match labels {
+                Some(table) => table.index_of(c.trim_matches('"')).is_none(),
+                None => not_number(c),
+            };
+            let header = cells[..features.min(cells.len())].iter().any(not_number)
+                || cells.get(features).is_some_and(not_label);
+            if n == 0 && header {
+                continue;
             }
             if cells.len() != features + 1 {
                 bail!(
@@ -162,9 +170,6 @@ impl Dataset {
             let parsed: Result<Vec<f64>, _> =
                 cells[..features].iter().map(|c| c.parse::<f64>()).collect();
             let Ok(values) = parsed else {
-                if n == 0 {
-                    continue; // header
-                }
                 bail!(
                     "{} line {}: a feature is not a number",
                     path.display(),
@@ -181,9 +186,6 @@ impl Dataset {
                     .map(|v| v as usize),
             };
             let Some(label) = label else {
-                if n == 0 && labels.is_some() {
-                    continue; // header
-                }
                 match labels {
                     Some(table) => bail!(
                         "{} line {}: label '{cell}' is not one of the model's class labels ({})",

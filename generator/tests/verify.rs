@@ -503,11 +503,7 @@ fn linear_bounds_hold_on_every_sampled_point() {
             "trial {trial}: {bound} > {interval}"
         );
         for _ in 0..400 {
-            let x: Vec<f64> = lower
-                .iter()
-                .zip(&upper)
-                .map(|(l, u)| rng.random_range(*l..=*u))
-                .collect();
+            let x = random_point(&mut rng, &lower, &upper);
             let value: f64 = c.iter().zip(net.logits(&x)).map(|(a, y)| a * y).sum();
             assert!(value <= bound, "trial {trial}: {value} > {bound} at {x:?}");
         }
@@ -544,11 +540,7 @@ fn integer_linear_bounds_hold_on_every_sampled_point() {
         let c: Vec<f64> = random_vector(&mut rng, 3, -1.0, 1.0);
         let bound = int_linear_upper_bound(&int_net, &ib, &c);
         for _ in 0..400 {
-            let x: Vec<f64> = lower
-                .iter()
-                .zip(&upper)
-                .map(|(l, u)| rng.random_range(*l..=*u))
-                .collect();
+            let x = random_point(&mut rng, &lower, &upper);
             let value: f64 = c
                 .iter()
                 .zip(int_net.logits(&x))

@@ -504,7 +504,7 @@ impl Importer {
             Stage::Layer { activated: true, .. } => bail!(
                 "{op} after an activation is not supported; supported: {op} on the input or right after Gemm/MatMul"
             ),
-            Stage::Head(_) => unreachable!("head values are handled by head_node"),
+            Stage::Head(_) => bail!("{op} of a head value is handled by the head, not the chain"),
         }
         Ok(Value::Dynamic { stage, len })
     }

@@ -43,6 +43,15 @@ pub fn random_vector(rng: &mut impl Rng, n: usize, lo: f64, hi: f64) -> Vec<f64>
         .collect()
 }
 
+/// A uniformly random point of the box `[lower, upper]`.
+pub fn random_point(rng: &mut impl Rng, lower: &[f64], upper: &[f64]) -> Vec<f64> {
+    lower
+        .iter()
+        .zip(upper)
+        .map(|(l, u)| rng.random_range(*l..=*u))
+        .collect()
+}
+
 /// A random ReLU MLP with layer sizes `sizes` (input first), weights in [-1, 1), biases in
 /// [-0.5, 0.5), no input operations.
 pub fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
