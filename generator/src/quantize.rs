@@ -150,7 +150,7 @@ fn max_each(a: &[f64], b: &[f64]) -> Vec<f64> {
 
 /// The first layer with the input operations folded in: `x' = alpha * x + beta` per feature,
 /// so `W x' + b = (W diag(alpha)) x + (b + W beta)`. All in f64.
-fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
+pub(crate) fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
     let n = net.input_len();
     let (mut alpha, mut beta) = (vec![1.0f64; n], vec![0.0f64; n]);
     for op in &net.input_ops {

@@ -3,6 +3,7 @@
 //! for the integer network (every integer operation is monotone, evaluated with ceg4n-runtime).
 
 use ceg4n_runtime::{Accumulator, Requant};
+use ndarray::Array2;
 
 use crate::int_model::{Bias, IntNetwork, LayerOutput};
 use crate::ir::{Activation, Network};
@@ -86,6 +87,11 @@ pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds 
                 widen(Interval { lo, hi })
             })
             .collect();
+        let z = if pre.is_empty() {
+            z
+        } else {
+            tighten_by_back_substitution(net, &input, &pre, z)
+        };
         let h: Vec<Interval<f64>> = z
             .iter()
             .map(|i| match layer.activation {
@@ -101,6 +107,37 @@ pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds 
         prev = h;
     }
     FloatBounds { input, pre, post }
+}
+
+/// The pre-activation bounds `z` of layer `pre.len()` tightened neuron by neuron by
+/// back-substitution through the layers below (DeepPoly-style intermediate bounds): deep
+/// layers' intervals otherwise grow with every layer's cancellations ignored.
+fn tighten_by_back_substitution(
+    net: &Network,
+    input: &[Interval<f64>],
+    pre: &[Vec<Interval<f64>>],
+    z: Vec<Interval<f64>>,
+) -> Vec<Interval<f64>> {
+    let top = pre.len();
+    let n = z.len();
+    // Rows 0..n bound z from above, rows n..2n bound -z from above.
+    let c = Array2::from_shape_fn((2 * n, n), |(r, o)| {
+        if r == o {
+            1.0
+        } else if r == o + n {
+            -1.0
+        } else {
+            0.0
+        }
+    });
+    let bound = back_substitute_float_rows(net, input, pre, top, c, false);
+    z.into_iter()
+        .enumerate()
+        .map(|(o, i)| Interval {
+            lo: i.lo.max(-bound[o + n]),
+            hi: i.hi.min(bound[o]),
+        })
+        .collect()
 }
 
 /// Integer bounds over the box `[lower, upper]` (inputs quantized with the network's format).
@@ -278,55 +315,10 @@ pub fn int_logit_differences(net: &IntNetwork, ib: &IntBounds) -> Vec<Vec<i128>>
 /// that would otherwise cost the solver exact rational pivots over hundreds of inputs.
 /// f64 rounding is covered by a relative margin on the result; never looser than intervals.
 pub fn float_linear_upper_bound(net: &Network, fb: &FloatBounds, c: &[f64]) -> f64 {
-    let mut coef: Vec<f64> = c.to_vec();
-    let mut constant = 0.0f64;
-    // Sum of magnitudes of everything added, for the rounding margin.
-    let mut magnitude = 0.0f64;
-    for (l, layer) in net.layers.iter().enumerate().rev() {
-        // Through the activation: coefficients on h_l become coefficients on z_l.
-        if layer.activation == Activation::Relu {
-            for (a, z) in coef.iter_mut().zip(&fb.pre[l]) {
-                if z.lo >= 0.0 {
-                    continue;
-                }
-                if z.hi <= 0.0 {
-                    *a = 0.0;
-                } else if *a >= 0.0 {
-                    // h <= s (z - lo), s = hi / (hi - lo)
-                    let s = z.hi / (z.hi - z.lo);
-                    constant -= *a * s * z.lo;
-                    magnitude += (*a * s * z.lo).abs();
-                    *a *= s;
-                } else if z.hi < -z.lo {
-                    // h >= 0: a negative coefficient times h is at most 0.
-                    *a = 0.0;
-                }
-                // else h >= z: keep the coefficient on z.
-            }
-        }
-        // Through the affine map: z_l = W h_{l-1} + b.
-        for (a, b) in coef.iter().zip(&layer.bias) {
-            constant += a * f64::from(*b);
-            magnitude += (a * f64::from(*b)).abs();
-        }
-        let mut below = vec![0.0f64; layer.inputs()];
-        for (a, row) in coef.iter().zip(layer.weights.rows()) {
-            if *a == 0.0 {
-                continue;
-            }
-            for (acc, w) in below.iter_mut().zip(row) {
-                *acc += a * f64::from(*w);
-            }
-        }
-        coef = below;
-    }
-    let mut bound = constant;
-    for (a, x) in coef.iter().zip(&fb.input) {
-        let term = (a * x.lo).max(a * x.hi);
-        bound += term;
-        magnitude += term.abs() + (a * x.lo).abs();
-    }
-    let linear = bound + FLOAT_MARGIN * (1.0 + magnitude);
+    let Some(top) = net.layers.len().checked_sub(1) else {
+        return f64::INFINITY;
+    };
+    let linear = back_substitute_float(net, &fb.input, &fb.pre, top, c, true);
     // Back-substitution is not always tighter than intervals (a relaxation chosen for one
     // neuron can be loose where intervals are exact): the better of the two.
     let interval: f64 = c
@@ -335,6 +327,83 @@ pub fn float_linear_upper_bound(net: &Network, fb: &FloatBounds, c: &[f64]) -> f
         .map(|(a, i)| (a * i.lo).max(a * i.hi))
         .sum();
     linear.min(interval)
+}
+
+/// A sound upper bound of `c · h_top` (after layer `top`'s activation when `activation`,
+/// else of its pre-activation `c · z_top`) by back-substitution down to the preprocessed
+/// input, using the pre-activation bounds `pre` of the layers below (and of `top` itself when
+/// `activation`) for the ReLU relaxations.
+fn back_substitute_float(
+    net: &Network,
+    input: &[Interval<f64>],
+    pre: &[Vec<Interval<f64>>],
+    top: usize,
+    c: &[f64],
+    activation: bool,
+) -> f64 {
+    let rows = Array2::from_shape_vec((1, c.len()), c.to_vec()).expect("one row");
+    back_substitute_float_rows(net, input, pre, top, rows, activation)[0]
+}
+
+/// [`back_substitute_float`] for every row of `c` at once: the layers' weights are applied as
+/// matrix products, so bounding all neurons of a layer costs a few matrix multiplications.
+fn back_substitute_float_rows(
+    net: &Network,
+    input: &[Interval<f64>],
+    pre: &[Vec<Interval<f64>>],
+    top: usize,
+    mut coef: Array2<f64>,
+    activation: bool,
+) -> Vec<f64> {
+    let rows = coef.nrows();
+    let mut constant = vec![0.0f64; rows];
+    // Sum of magnitudes of everything added, for the rounding margin.
+    let mut magnitude = vec![0.0f64; rows];
+    for (l, layer) in net.layers.iter().enumerate().take(top + 1).rev() {
+        // Through the activation: coefficients on h_l become coefficients on z_l.
+        if layer.activation == Activation::Relu && (l < top || activation) {
+            for (r, mut row) in coef.rows_mut().into_iter().enumerate() {
+                for (a, z) in row.iter_mut().zip(&pre[l]) {
+                    if z.lo >= 0.0 {
+                        continue;
+                    }
+                    if z.hi <= 0.0 {
+                        *a = 0.0;
+                    } else if *a >= 0.0 {
+                        // h <= s (z - lo), s = hi / (hi - lo)
+                        let s = z.hi / (z.hi - z.lo);
+                        constant[r] -= *a * s * z.lo;
+                        magnitude[r] += (*a * s * z.lo).abs();
+                        *a *= s;
+                    } else if z.hi < -z.lo {
+                        // h >= 0: a negative coefficient times h is at most 0.
+                        *a = 0.0;
+                    }
+                    // else h >= z: keep the coefficient on z.
+                }
+            }
+        }
+        // Through the affine map: z_l = W h_{l-1} + b.
+        let bias = layer.bias.mapv(f64::from);
+        let added = coef.dot(&bias);
+        let added_abs = coef.mapv(f64::abs).dot(&bias.mapv(f64::abs));
+        for r in 0..rows {
+            constant[r] += added[r];
+            magnitude[r] += added_abs[r];
+        }
+        coef = coef.dot(&layer.weights.mapv(f64::from));
+    }
+    (0..rows)
+        .map(|r| {
+            let (mut bound, mut mag) = (constant[r], magnitude[r]);
+            for (a, x) in coef.row(r).iter().zip(input) {
+                let term = (a * x.lo).max(a * x.hi);
+                bound += term;
+                mag += term.abs() + (a * x.lo).abs();
+            }
+            bound + FLOAT_MARGIN * (1.0 + mag)
+        })
+        .collect()
 }
 
 /// A sound upper bound of `c · acc_L` (the integer network's logits) over the box `ib` was

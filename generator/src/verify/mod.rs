@@ -8,6 +8,7 @@
 //! available, ceg4n-runtime) before it is reported.
 
 pub mod bounds;
+pub mod differential;
 pub mod encode;
 mod falsify;
 pub mod quantized;
@@ -91,6 +92,7 @@ impl<'a> Comparison<'a> {
             id: &prop.id,
             queries: std::cell::Cell::new(0),
             float_constant: std::cell::Cell::new(None),
+            deviation_model: std::cell::OnceCell::new(),
         };
         let deadline = self.options.deadline_from(start);
         if Instant::now() >= deadline {

@@ -1,0 +1,514 @@
+//! Differential bounds: how far the integer network's dequantized values can lie from the
+//! float network's, neuron by neuron, over a box (in the manner of ReluDiff / NeuroDiff).
+//!
+//! Bounding each network alone and subtracting loses everything they share: over a box both
+//! logits may move by 10 while they never differ by more than 0.01. Here the difference itself
+//! is propagated: with `h' = h + d` (dequantized input of a layer = float input + deviation)
+//! and dequantized weights `w' = w + dw`,
+//!
+//! `z' - z = sum_i dw_i * h'_i + w_i * d_i + (b' - b)`,
+//!
+//! so the deviation grows by the (small) weight error times the activations plus the weights
+//! times the (small) incoming deviation. Rounding adds at most half a step, requantization its
+//! multiplier's relative error, and saturation / ReLU are 1-Lipschitz and monotone, so the
+//! deviation after them lies between 0 and the deviation before them (or is exactly zero when
+//! both networks are inactive). Every quantity is an interval; f64 rounding is covered by a
+//! relative margin. Sound for the float network in real arithmetic and the integer network's
+//! exact integer semantics (ceg4n-runtime), which is what the solver encodes too.
+
+use super::bounds::{bias_i64, step_of, FloatBounds, IntBounds, Interval};
+use crate::int_model::{IntNetwork, LayerOutput};
+use crate::ir::{Activation, Network};
+use ndarray::{Array1, Array2};
+
+/// Relative widening for f64 rounding in the differential computation.
+const MARGIN: f64 = 1e-9;
+
+fn add(a: Interval<f64>, b: Interval<f64>) -> Interval<f64> {
+    Interval {
+        lo: a.lo + b.lo,
+        hi: a.hi + b.hi,
+    }
+}
+
+/// `w * [lo, hi]`.
+fn scale(w: f64, i: Interval<f64>) -> Interval<f64> {
+    let (p, q) = (w * i.lo, w * i.hi);
+    Interval {
+        lo: p.min(q),
+        hi: p.max(q),
+    }
+}
+
+fn intersect(a: Interval<f64>, b: Interval<f64>) -> Interval<f64> {
+    let (lo, hi) = (a.lo.max(b.lo), a.hi.min(b.hi));
+    // Both are sound enclosures of one value, so they overlap; guard rounding anyway.
+    if lo <= hi {
+        Interval { lo, hi }
+    } else {
+        a
+    }
+}
+
+fn widen(i: Interval<f64>, magnitude: f64) -> Interval<f64> {
+    let m = MARGIN * (1.0 + magnitude + i.lo.abs().max(i.hi.abs()));
+    Interval {
+        lo: i.lo - m,
+        hi: i.hi + m,
+    }
+}
+
+fn scaled(i: Interval<i64>, s: f64) -> Interval<f64> {
+    scale(
+        s,
+        Interval {
+            lo: i.lo as f64,
+            hi: i.hi as f64,
+        },
+    )
+}
+
+/// The range of `clamp(z, lo, hi) - act(z)` for `z` in `z`: piecewise linear in `z`, so its
+/// extremes lie at the ends or at the breakpoints `lo`, `hi`, `0`.
+fn saturation_gap(z: Interval<f64>, lo: f64, hi: f64, activation: Activation) -> Interval<f64> {
+    let act = |v: f64| match activation {
+        Activation::Relu => v.max(0.0),
+        Activation::None => v,
+    };
+    let g = |v: f64| v.clamp(lo, hi) - act(v);
+    let mut out = Interval {
+        lo: g(z.lo).min(g(z.hi)),
+        hi: g(z.lo).max(g(z.hi)),
+    };
+    for v in [lo, hi, 0.0] {
+        if v > z.lo && v < z.hi {
+            out.lo = out.lo.min(g(v));
+            out.hi = out.hi.max(g(v));
+        }
+    }
+    out
+}
+
+/// Per layer, per neuron, bounds of `dequantized integer value - float value`: pre-activation
+/// (`acc * acc_scale - z`) and post-activation (`out * scale - h`). The last entry of
+/// [`Deviation::pre`] bounds the dequantized logits' deviation.
+#[derive(Clone, Debug)]
+pub struct Deviation {
+    /// Per layer: the accumulators' deviation (dequantized `acc` minus the float `z`).
+    pub pre: Vec<Vec<Interval<f64>>>,
+    /// Per hidden layer: the activations' deviation.
+    pub post: Vec<Vec<Interval<f64>>>,
+    /// The integer network's bounds, narrowed by the float bounds plus the deviation.
+    pub int: IntBounds,
+}
+
+impl Deviation {
+    /// Bounds of the dequantized logits minus the float logits.
+    pub fn logits(&self) -> &[Interval<f64>] {
+        self.pre.last().map_or(&[], Vec::as_slice)
+    }
+}
+
+/// The deviation of `int` from `float` over the box `[lower, upper]`, given both networks'
+/// bounds on it (`fb` from [`super::bounds::float_bounds`], `ib` from
+/// [`super::bounds::int_bounds`]). `None` when the networks' shapes do not match layer by
+/// layer. Prepares a [`DeviationModel`] each call: keep one to bound many boxes.
+pub fn deviation(
+    float: &Network,
+    int: &IntNetwork,
+    fb: &FloatBounds,
+    ib: &IntBounds,
+    lower: &[f64],
+    upper: &[f64],
+) -> Option<Deviation> {
+    DeviationModel::new(float, int)?.deviation(float, int, fb, ib, lower, upper)
+}
+
+/// One layer of both networks in real numbers: the float weights (input operations folded
+/// into the first layer), the dequantized integer weights' error, both as plain and absolute
+/// matrices (for interval matrix-vector products in centre-radius form).
+#[derive(Clone, Debug)]
+struct LayerPair {
+    w: Array2<f64>,
+    w_abs: Array2<f64>,
+    dw: Array2<f64>,
+    dw_abs: Array2<f64>,
+    /// Dequantized bias minus float bias.
+    db: Array1<f64>,
+    /// |float bias|, for the rounding margin.
+    b_abs: Array1<f64>,
+}
+
+/// Both networks prepared for [`DeviationModel::deviation`]: built once per comparison.
+#[derive(Clone, Debug)]
+pub struct DeviationModel {
+    layers: Vec<LayerPair>,
+}
+
+/// `M x` for `x` in intervals given as centre and radius: `M mid +- |M| rad`.
+fn interval_product(
+    m: &Array2<f64>,
+    m_abs: &Array2<f64>,
+    x: &[Interval<f64>],
+) -> (Array1<f64>, Array1<f64>) {
+    let mid: Array1<f64> = x.iter().map(|i| 0.5 * (i.lo + i.hi)).collect();
+    let rad: Array1<f64> = x.iter().map(|i| 0.5 * (i.hi - i.lo)).collect();
+    (m.dot(&mid), m_abs.dot(&rad))
+}
+
+impl DeviationModel {
+    /// `None` when the networks' shapes do not match layer by layer.
+    pub fn new(float: &Network, int: &IntNetwork) -> Option<DeviationModel> {
+        if float.layers.len() != int.layers.len() || float.layers.is_empty() {
+            return None;
+        }
+        let mut in_scale: Vec<f64> = (0..float.input_len()).map(|i| int.input.scale(i)).collect();
+        let mut layers = Vec::new();
+        for ((w, b), layer) in crate::quantize::effective_layers(float)
+            .into_iter()
+            .zip(&int.layers)
+        {
+            if layer.inputs != w.ncols()
+                || layer.outputs != w.nrows()
+                || in_scale.len() != w.ncols()
+            {
+                return None;
+            }
+            let n = layer.inputs.max(1);
+            let bias = bias_i64(&layer.bias);
+            let dw = Array2::from_shape_fn(w.dim(), |(o, i)| {
+                f64::from(layer.weights[o * n + i]) * layer.acc_scale[o] / in_scale[i] - w[[o, i]]
+            });
+            let db = Array1::from_shape_fn(b.len(), |o| bias[o] as f64 * layer.acc_scale[o] - b[o]);
+            if let LayerOutput::Activations { scale, .. } = &layer.output {
+                in_scale = vec![*scale; layer.outputs];
+            }
+            layers.push(LayerPair {
+                w_abs: w.mapv(f64::abs),
+                dw_abs: dw.mapv(f64::abs),
+                b_abs: b.mapv(f64::abs),
+                w,
+                dw,
+                db,
+            });
+        }
+        Some(DeviationModel { layers })
+    }
+
+    /// The deviation over the box `[lower, upper]`, given both networks' bounds on it.
+    pub fn deviation(
+        &self,
+        float: &Network,
+        int: &IntNetwork,
+        fb: &FloatBounds,
+        ib: &IntBounds,
+        lower: &[f64],
+        upper: &[f64],
+    ) -> Option<Deviation> {
+        // The integer bounds are tightened layer by layer as the deviation is known: an
+        // accumulator lies within the float value plus its deviation.
+        let mut ib = ib.clone();
+        // Layer 0 reads the raw input (input operations folded into its weights).
+        let in_scale: Vec<f64> = (0..lower.len()).map(|i| int.input.scale(i)).collect();
+        let mut h_int: Vec<Interval<f64>> = ib
+            .input
+            .iter()
+            .zip(&in_scale)
+            .map(|(q, s)| scaled(*q, *s))
+            .collect();
+        // Rounding to the nearest step moves a feature by at most half a step; saturation moves it
+        // to the range's end.
+        let mut d: Vec<Interval<f64>> = (0..lower.len())
+            .map(|i| {
+                let s = in_scale[i];
+                let half = Interval {
+                    lo: -0.5 * s,
+                    hi: 0.5 * s,
+                };
+                if ib.input_raw[i] == ib.input[i] {
+                    half
+                } else {
+                    let sat = Interval {
+                        lo: h_int[i].lo - upper[i],
+                        hi: h_int[i].hi - lower[i],
+                    };
+                    Interval {
+                        lo: half.lo.min(sat.lo),
+                        hi: half.hi.max(sat.hi),
+                    }
+                }
+            })
+            .collect();
+        let input_deviation = d.clone();
+        let (mut pre, mut post) = (Vec::new(), Vec::new());
+        // Per layer: the error injected by the quantized weights and bias (`dw * h' + db`), and
+        // (hidden layers) how each neuron passes its deviation on.
+        let mut injected: Vec<Vec<Interval<f64>>> = Vec::new();
+        let mut passes: Vec<Vec<Pass>> = Vec::new();
+        for (l, ((layer, pair), flayer)) in int
+            .layers
+            .iter()
+            .zip(&self.layers)
+            .zip(&float.layers)
+            .enumerate()
+        {
+            if h_int.len() != pair.w.ncols() {
+                return None;
+            }
+            let (e_mid, e_rad) = interval_product(&pair.dw, &pair.dw_abs, &h_int);
+            let (c_mid, c_rad) = interval_product(&pair.w, &pair.w_abs, &d);
+            let h_mag: Array1<f64> = h_int.iter().map(|i| i.lo.abs().max(i.hi.abs())).collect();
+            let d_mag: Array1<f64> = d.iter().map(|i| i.lo.abs().max(i.hi.abs())).collect();
+            // Everything summed, in magnitude, for the rounding margin.
+            let magnitude =
+                pair.w_abs.dot(&(&h_mag + &d_mag)) + pair.dw_abs.dot(&h_mag) + &pair.b_abs;
+            let (mut e, mut dz) = (Vec::with_capacity(layer.outputs), Vec::new());
+            for o in 0..layer.outputs {
+                let inject = widen(
+                    Interval {
+                        lo: pair.db[o] + e_mid[o] - e_rad[o],
+                        hi: pair.db[o] + e_mid[o] + e_rad[o],
+                    },
+                    magnitude[o],
+                );
+                let carried = widen(
+                    Interval {
+                        lo: c_mid[o] - c_rad[o],
+                        hi: c_mid[o] + c_rad[o],
+                    },
+                    magnitude[o],
+                );
+                e.push(inject);
+                dz.push(add(inject, carried));
+            }
+            injected.push(e);
+            // Symbolically: the deviation of each neuron back-substituted through the layers
+            // below, where the signs of the weights cancel what intervals add up. Rows 0..n bound
+            // dz from above, rows n..2n bound -dz from above.
+            let m = layer.outputs;
+            let c = Array2::from_shape_fn((2 * m, m), |(r, o)| {
+                if r == o {
+                    1.0
+                } else if r == o + m {
+                    -1.0
+                } else {
+                    0.0
+                }
+            });
+            let symbolic =
+                back_substitute(&self.layers, &injected, &passes, &input_deviation, l, c);
+            let dz: Vec<Interval<f64>> = dz
+                .into_iter()
+                .enumerate()
+                .map(|(o, interval)| {
+                    let interval = intersect(
+                        interval,
+                        Interval {
+                            lo: -symbolic[o + m],
+                            hi: symbolic[o],
+                        },
+                    );
+                    // Never looser than the difference of the two networks' own bounds.
+                    let acc = scaled(ib.acc[l][o], layer.acc_scale[o]);
+                    let z = fb.pre[l][o];
+                    intersect(
+                        interval,
+                        Interval {
+                            lo: acc.lo - z.hi,
+                            hi: acc.hi - z.lo,
+                        },
+                    )
+                })
+                .collect();
+            tighten_layer(&mut ib, layer, l, &fb.pre[l], &dz);
+            if let LayerOutput::Activations {
+                range,
+                requant,
+                scale: out_scale,
+                ..
+            } = &layer.output
+            {
+                let (lo, hi) = (
+                    f64::from(range.min) * out_scale,
+                    f64::from(range.max) * out_scale,
+                );
+                let mut pass = Vec::with_capacity(layer.outputs);
+                let dh: Vec<Interval<f64>> = (0..layer.outputs)
+                    .map(|o| {
+                        // y = floor(acc * r + 1/2): y * out_scale - acc * acc_scale lies within
+                        // acc * (r * out_scale - acc_scale) +- out_scale / 2.
+                        let step = step_of(requant, o);
+                        let r =
+                            f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
+                        let rho = r * out_scale - layer.acc_scale[o];
+                        let acc = ib.acc[l][o];
+                        let rounding = widen(
+                            add(
+                                scale(
+                                    rho,
+                                    Interval {
+                                        lo: acc.lo as f64,
+                                        hi: acc.hi as f64,
+                                    },
+                                ),
+                                Interval {
+                                    lo: -0.5 * out_scale,
+                                    hi: 0.5 * out_scale,
+                                },
+                            ),
+                            0.0,
+                        );
+                        let dy = widen(add(dz[o], rounding), 0.0);
+                        // clamp(y', lo, hi) - act(z) = [clamp(y') - clamp(z)] + [clamp(z) - act(z)]:
+                        // the first lies between 0 and y' - z (clamp is monotone, 1-Lipschitz).
+                        let moved = Interval {
+                            lo: dy.lo.min(0.0),
+                            hi: dy.hi.max(0.0),
+                        };
+                        let z = fb.pre[l][o];
+                        let gap = saturation_gap(z, lo, hi, flayer.activation);
+                        let out = scaled(ib.out[l][o], *out_scale);
+                        let h = fb.post[l][o];
+                        let dh = intersect(
+                            widen(add(moved, gap), 0.0),
+                            Interval {
+                                lo: out.lo - h.hi,
+                                hi: out.hi - h.lo,
+                            },
+                        );
+                        let y = ib.requant[l][o];
+                        let float_passes = flayer.activation == Activation::None || z.lo >= 0.0;
+                        let int_passes =
+                            y.lo >= i64::from(range.min) && y.hi <= i64::from(range.max);
+                        let float_zero = flayer.activation == Activation::Relu && z.hi <= 0.0;
+                        let int_zero = range.min == 0 && y.hi <= 0;
+                        pass.push(if float_passes && int_passes {
+                            Pass::Linear(rounding)
+                        } else if float_zero && int_zero {
+                            Pass::Zero
+                        } else {
+                            Pass::Bounded(dh)
+                        });
+                        dh
+                    })
+                    .collect();
+                h_int = ib.out[l].iter().map(|q| scaled(*q, *out_scale)).collect();
+                post.push(dh.clone());
+                passes.push(pass);
+                d = dh;
+            }
+            pre.push(dz);
+        }
+        Some(Deviation { pre, post, int: ib })
+    }
+}
+
+/// How a hidden neuron's activation deviation follows from its accumulator's.
+#[derive(Clone, Copy, Debug)]
+enum Pass {
+    /// Both networks pass the value on unsaturated: `dh = dz + rounding`.
+    Linear(Interval<f64>),
+    /// Both networks output zero.
+    Zero,
+    /// Anything else: only the interval is known.
+    Bounded(Interval<f64>),
+}
+
+/// Upper bounds of `c · dz_top` for every row of `c` (the accumulators' deviation at layer
+/// `top`) by back-substitution: `dz_l = W_l dh_(l-1) + injected_l`, each neuron's `dh` by its
+/// [`Pass`], the input deviation by its interval.
+fn back_substitute(
+    layers: &[LayerPair],
+    injected: &[Vec<Interval<f64>>],
+    passes: &[Vec<Pass>],
+    input_deviation: &[Interval<f64>],
+    top: usize,
+    mut coef: Array2<f64>,
+) -> Vec<f64> {
+    let upper = |a: f64, i: Interval<f64>| (a * i.lo).max(a * i.hi);
+    let rows = coef.nrows();
+    let (mut bound, mut magnitude) = (vec![0.0f64; rows], vec![0.0f64; rows]);
+    // Adds `a · i` (its upper end) of every coefficient on intervals `terms`.
+    let mut concretize = |coef: &Array2<f64>, terms: &[Interval<f64>]| {
+        for (r, row) in coef.rows().into_iter().enumerate() {
+            for (a, i) in row.iter().zip(terms) {
+                if *a != 0.0 {
+                    let t = upper(*a, *i);
+                    bound[r] += t;
+                    magnitude[r] += t.abs();
+                }
+            }
+        }
+    };
+    for l in (0..=top).rev() {
+        concretize(&coef, &injected[l]);
+        coef = coef.dot(&layers[l].w);
+        if l == 0 {
+            break;
+        }
+        let through: Vec<Interval<f64>> = passes[l - 1]
+            .iter()
+            .map(|pass| match pass {
+                Pass::Linear(r) | Pass::Bounded(r) => *r,
+                Pass::Zero => Interval { lo: 0.0, hi: 0.0 },
+            })
+            .collect();
+        concretize(&coef, &through);
+        // Only linear neurons carry their coefficient further down.
+        for mut row in coef.rows_mut() {
+            for (a, pass) in row.iter_mut().zip(&passes[l - 1]) {
+                if !matches!(pass, Pass::Linear(_)) {
+                    *a = 0.0;
+                }
+            }
+        }
+    }
+    concretize(&coef, input_deviation);
+    bound
+        .iter()
+        .zip(&magnitude)
+        .map(|(b, m)| b + MARGIN * (1.0 + m))
+        .collect()
+}
+
+/// Narrows layer `l`'s accumulator bounds to `(z + dz) / acc_scale` (integers: rounded inward,
+/// after a margin for f64 rounding) and recomputes its requantized and saturated bounds.
+fn tighten_layer(
+    ib: &mut IntBounds,
+    layer: &crate::int_model::IntLayer,
+    l: usize,
+    z: &[Interval<f64>],
+    dz: &[Interval<f64>],
+) {
+    use ceg4n_runtime::Accumulator;
+    for (o, acc) in ib.acc[l].iter_mut().enumerate() {
+        let s = layer.acc_scale[o];
+        let (lo, hi) = ((z[o].lo + dz[o].lo) / s, (z[o].hi + dz[o].hi) / s);
+        let m = MARGIN * (1.0 + lo.abs().max(hi.abs()));
+        let (lo, hi) = ((lo - m).ceil(), (hi + m).floor());
+        if !(lo.is_finite() && hi.is_finite()) || lo.abs() > 9e15 || hi.abs() > 9e15 {
+            continue;
+        }
+        let tight = Interval {
+            lo: acc.lo.max(lo as i64),
+            hi: acc.hi.min(hi as i64),
+        };
+        if tight.lo <= tight.hi {
+            *acc = tight;
+        }
+    }
+    if let LayerOutput::Activations { range, requant, .. } = &layer.output {
+        for (o, acc) in ib.acc[l].iter().enumerate() {
+            let step = step_of(requant, o);
+            let y = Interval {
+                lo: acc.lo.requantize(step),
+                hi: acc.hi.requantize(step),
+            };
+            ib.requant[l][o] = y;
+            ib.out[l][o] = Interval {
+                lo: range.clamp(y.lo) as i64,
+                hi: range.clamp(y.hi) as i64,
+            };
+        }
+    }
+}
