@@ -26,14 +26,28 @@ pub(crate) enum Query {
 pub(crate) fn class_pair_queries(
     net: &Network,
     quantized: Quantized,
+    model: Option<&differential::DeviationModel>,
     fb: &bounds::FloatBounds,
     lower: &[f64],
     upper: &[f64],
     decision: Decision,
 ) -> Vec<Query> {
-    // d[j][k] bounds (oriented) logit_j - logit_k from above.
-    let float_diff = decision.orient_differences(float_logit_differences(net, fb));
-    let (quant_diff, integral) = quantized.logit_differences(lower, upper);
+    // d[j][k] bounds logit_j - logit_k from above.
+    let float_diff = float_logit_differences(net, fb);
+    let (mut quant_diff, integral) = quantized.logit_differences(lower, upper);
+    if let (Quantized::Integer(int), Some(model)) = (quantized, model) {
+        narrow_by_deviation(
+            net,
+            int,
+            model,
+            fb,
+            lower,
+            upper,
+            &float_diff,
+            &mut quant_diff,
+        );
+    }
+    let float_diff = decision.orient_differences(float_diff);
     let quant_diff = decision.orient_differences(quant_diff);
     let classes = float_diff.len();
     // The float network can pick k only if k can reach every other logit.
@@ -50,6 +64,49 @@ pub(crate) fn class_pair_queries(
         }
     }
     queries
+}
+
+/// Narrows the integer logits' difference bounds `quant_diff[j][k] >= q_j - q_k` by the float
+/// ones plus the deviation: `s (q_j - q_k) = (f_j - f_k) + (dev_j - dev_k)` when every logit has
+/// the same scale `s`. Where the float network keeps a margin over a rival wider than the
+/// quantization error, the rival is excluded without the solver.
+#[allow(clippy::too_many_arguments)]
+fn narrow_by_deviation(
+    net: &Network,
+    int: &crate::int_model::IntNetwork,
+    model: &differential::DeviationModel,
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+    float_diff: &[Vec<f64>],
+    quant_diff: &mut [Vec<f64>],
+) {
+    let Some(scales) = int.layers.last().map(|l| &l.acc_scale) else {
+        return;
+    };
+    let Some(s) = scales.first().copied() else {
+        return;
+    };
+    if scales.iter().any(|v| *v != s) || s <= 0.0 {
+        return;
+    }
+    let ib = bounds::int_bounds(int, lower, upper);
+    let Some(dev) = model.deviation(net, int, fb, &ib, lower, upper) else {
+        return;
+    };
+    let dev = dev.logits();
+    for (j, row) in quant_diff.iter_mut().enumerate() {
+        for (k, q) in row.iter_mut().enumerate() {
+            if j == k {
+                continue;
+            }
+            let real = (float_diff[j][k] + dev[j].hi - dev[k].lo) / s;
+            let bound = (real + 1e-9 * (1.0 + real.abs())).floor();
+            if bound.is_finite() {
+                *q = q.min(bound);
+            }
+        }
+    }
 }
 
 /// Bounds of each dequantized logit minus the float one over the box: the differential bound
@@ -175,7 +232,15 @@ impl Region<'_> {
         }
         let fb = float_bounds(net, lower, upper);
         let queries = match self.cmp.options.equivalence {
-            Equivalence::Top1 => class_pair_queries(net, quantized, &fb, lower, upper, decision),
+            Equivalence::Top1 => class_pair_queries(
+                net,
+                quantized,
+                self.deviation_model(),
+                &fb,
+                lower,
+                upper,
+                decision,
+            ),
             Equivalence::Epsilon(eps) => deviation_queries(
                 &deviation_bounds(net, quantized, self.deviation_model(), &fb, lower, upper),
                 eps,
@@ -286,6 +351,21 @@ impl Region<'_> {
             .collect();
         let known_constant = depth > 0 && self.float_constant.get() == Some(k);
         if !float_rivals.is_empty() && !known_constant {
+            // Gradient steps first: where the float class changes, they usually show it in
+            // milliseconds, and the boundary search below then finds the counterexample.
+            if let Some(x) = float_class_change_by_gradient(
+                net,
+                lower,
+                upper,
+                &centre,
+                &float_rivals,
+                decision,
+                slice(),
+            ) {
+                if let Some(ce) = self.cmp.falsify(lower, upper, &[centre.clone(), x]) {
+                    return Some(Outcome::Counterexample(ce));
+                }
+            }
             let mut float = RivalSolver::float(net, lower, upper, fb, decision);
             for j in float_rivals {
                 self.queries.set(self.queries.get() + 1);
