@@ -476,20 +476,13 @@ fn a_box_never_outlives_its_time_out() {
 /// boxes, no sampled point's `c · logits` exceeds it; and it is never looser than intervals.
 #[test]
 fn linear_bounds_hold_on_every_sampled_point() {
-    use ceg4n::ir::InputOp;
     use ceg4n::verify::bounds::float_linear_upper_bound;
     let mut rng = rng(0x11B);
     for trial in 0..60 {
         let sizes = [5, 1 + trial % 7, 3 + trial % 4, 4];
         let mut net = random_network(&mut rng, &sizes);
-        net.input_ops = vec![
-            InputOp::Sub(ndarray::Array1::from_elem(5, 0.25)),
-            InputOp::Div(ndarray::Array1::from_elem(5, 0.5)),
-        ];
-        let centre = random_vector(&mut rng, 5, -1.0, 1.0);
-        let radius = rng.random_range(0.01..0.8);
-        let lower: Vec<f64> = centre.iter().map(|c| c - radius).collect();
-        let upper: Vec<f64> = centre.iter().map(|c| c + radius).collect();
+        net.input_ops = standardising_ops(5);
+        let (_, lower, upper) = random_box(&mut rng, 5, 0.01..0.8);
         let fb = float_bounds(&net, &lower, &upper);
         let c: Vec<f64> = random_vector(&mut rng, 4, -1.0, 1.0);
         let bound = float_linear_upper_bound(&net, &fb, &c);
@@ -553,26 +546,18 @@ fn integer_linear_bounds_hold_on_every_sampled_point() {
 
 /// The differential bound is sound: on random networks (with input operations) quantized at
 /// random widths, saturating ones included, and random boxes, every sampled point's
-/// dequantized-minus-float logits lie within it; and it is never looser than the two networks'
-/// own bounds subtracted.
+/// dequantized-minus-float logits lie within it.
 #[test]
 fn deviation_bounds_hold_on_every_sampled_point() {
-    use ceg4n::ir::InputOp;
-    use ceg4n::verify::differential::deviation;
+    use ceg4n::verify::differential::DeviationModel;
     let mut rng = rng(0xD1F);
     for trial in 0..80 {
         let sizes = [4, 2 + trial % 6, 2 + trial % 5, 3];
         let mut net = random_network(&mut rng, &sizes);
         if trial % 2 == 1 {
-            net.input_ops = vec![
-                InputOp::Sub(ndarray::Array1::from_elem(4, 0.25)),
-                InputOp::Div(ndarray::Array1::from_elem(4, 0.5)),
-            ];
+            net.input_ops = standardising_ops(4);
         }
-        let centre = random_vector(&mut rng, 4, -1.0, 1.0);
-        let radius = rng.random_range(0.001..0.6);
-        let lower: Vec<f64> = centre.iter().map(|c| c - radius).collect();
-        let upper: Vec<f64> = centre.iter().map(|c| c + radius).collect();
+        let (_, lower, upper) = random_box(&mut rng, 4, 0.001..0.6);
         let points: Vec<Vec<f64>> = (0..32)
             .map(|_| random_vector(&mut rng, 4, -1.0, 1.0))
             .collect();
@@ -586,7 +571,10 @@ fn deviation_bounds_hold_on_every_sampled_point() {
         let int_net = quantize(&net, &config, &Calibration::from_points(&net, &points)).unwrap();
         let fb = float_bounds(&net, &lower, &upper);
         let ib = int_bounds(&int_net, &lower, &upper);
-        let dev = deviation(&net, &int_net, &fb, &ib, &lower, &upper).unwrap();
+        let dev = DeviationModel::new(&net, &int_net)
+            .unwrap()
+            .deviation(&net, &int_net, &fb, &ib, &lower, &upper)
+            .unwrap();
         for _ in 0..400 {
             let x = random_point(&mut rng, &lower, &upper);
             let float = net.logits(&x);

@@ -120,16 +120,7 @@ fn tighten_by_back_substitution(
 ) -> Vec<Interval<f64>> {
     let top = pre.len();
     let n = z.len();
-    // Rows 0..n bound z from above, rows n..2n bound -z from above.
-    let c = Array2::from_shape_fn((2 * n, n), |(r, o)| {
-        if r == o {
-            1.0
-        } else if r == o + n {
-            -1.0
-        } else {
-            0.0
-        }
-    });
+    let c = both_directions(n);
     let bound = back_substitute_float_rows(net, input, pre, top, c, false);
     z.into_iter()
         .enumerate()
@@ -138,6 +129,20 @@ fn tighten_by_back_substitution(
             hi: i.hi.min(bound[o]),
         })
         .collect()
+}
+
+/// The rows `e_0 .. e_(n-1)` then `-e_0 .. -e_(n-1)`: back-substituted, they bound `n`
+/// quantities from above and from below at once.
+pub(crate) fn both_directions(n: usize) -> Array2<f64> {
+    Array2::from_shape_fn((2 * n, n), |(r, o)| {
+        if r == o {
+            1.0
+        } else if r == o + n {
+            -1.0
+        } else {
+            0.0
+        }
+    })
 }
 
 /// Integer bounds over the box `[lower, upper]` (inputs quantized with the network's format).

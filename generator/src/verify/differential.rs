@@ -16,7 +16,7 @@
 //! relative margin. Sound for the float network in real arithmetic and the integer network's
 //! exact integer semantics (ceg4n-runtime), which is what the solver encodes too.
 
-use super::bounds::{bias_i64, step_of, FloatBounds, IntBounds, Interval};
+use super::bounds::{bias_i64, both_directions, step_of, FloatBounds, IntBounds, Interval};
 use crate::int_model::{IntNetwork, LayerOutput};
 use crate::ir::{Activation, Network};
 use ndarray::{Array1, Array2};
@@ -109,21 +109,6 @@ impl Deviation {
     }
 }
 
-/// The deviation of `int` from `float` over the box `[lower, upper]`, given both networks'
-/// bounds on it (`fb` from [`super::bounds::float_bounds`], `ib` from
-/// [`super::bounds::int_bounds`]). `None` when the networks' shapes do not match layer by
-/// layer. Prepares a [`DeviationModel`] each call: keep one to bound many boxes.
-pub fn deviation(
-    float: &Network,
-    int: &IntNetwork,
-    fb: &FloatBounds,
-    ib: &IntBounds,
-    lower: &[f64],
-    upper: &[f64],
-) -> Option<Deviation> {
-    DeviationModel::new(float, int)?.deviation(float, int, fb, ib, lower, upper)
-}
-
 /// One layer of both networks in real numbers: the float weights (input operations folded
 /// into the first layer), the dequantized integer weights' error, both as plain and absolute
 /// matrices (for interval matrix-vector products in centre-radius form).
@@ -139,7 +124,8 @@ struct LayerPair {
     b_abs: Array1<f64>,
 }
 
-/// Both networks prepared for [`DeviationModel::deviation`]: built once per comparison.
+/// Both networks prepared for [`DeviationModel::deviation`]: the deviation of the integer
+/// network from the float one over boxes. Built once per comparison.
 #[derive(Clone, Debug)]
 pub struct DeviationModel {
     layers: Vec<LayerPair>,
@@ -286,15 +272,7 @@ impl DeviationModel {
             // below, where the signs of the weights cancel what intervals add up. Rows 0..n bound
             // dz from above, rows n..2n bound -dz from above.
             let m = layer.outputs;
-            let c = Array2::from_shape_fn((2 * m, m), |(r, o)| {
-                if r == o {
-                    1.0
-                } else if r == o + m {
-                    -1.0
-                } else {
-                    0.0
-                }
-            });
+            let c = both_directions(m);
             let symbolic =
                 back_substitute(&self.layers, &injected, &passes, &input_deviation, l, c);
             let dz: Vec<Interval<f64>> = dz

@@ -172,11 +172,7 @@ pub(crate) fn float_class_change_by_gradient(
     until: std::time::Instant,
 ) -> Option<Vec<f64>> {
     let k = decision.pick(&net.logits(start));
-    let sign = if decision == Decision::ArgMax {
-        1.0
-    } else {
-        -1.0
-    };
+    let sign = decision.sign();
     for &j in rivals {
         let mut x = start.to_vec();
         let mut step = 0.25;
@@ -221,11 +217,7 @@ pub(crate) fn float_class_change_near(
 ) -> Option<Vec<f64>> {
     use rand::Rng;
     let k = decision.pick(&net.logits(start));
-    let sign = if decision == Decision::ArgMax {
-        1.0
-    } else {
-        -1.0
-    };
+    let sign = decision.sign();
     let margin = |x: &[f64]| -> f64 {
         let f = net.logits(x);
         (0..f.len())
@@ -354,11 +346,7 @@ impl Comparison<'_> {
                 }
                 Equivalence::Top1 => {
                     let k = decision.pick(&f);
-                    let sign = if decision == Decision::ArgMax {
-                        1.0
-                    } else {
-                        -1.0
-                    };
+                    let sign = decision.sign();
                     let rival = (0..dq.len())
                         .filter(|j| *j != k)
                         .map(|j| sign * (dq[k] - dq[j]))

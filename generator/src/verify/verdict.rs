@@ -119,6 +119,15 @@ impl Decision {
         }
     }
 
+    /// `1` under argmax, `-1` under argmin: the sign that makes a larger oriented logit the
+    /// preferred class.
+    pub(crate) fn sign(self) -> f64 {
+        match self {
+            Decision::ArgMax => 1.0,
+            Decision::ArgMin => -1.0,
+        }
+    }
+
     /// Difference bounds `d[j][k] >= logit_j - logit_k` oriented like [`Decision::orient`]:
     /// under argmin the oriented difference `-l_j + l_k` is bounded by `d[k][j]`.
     pub(crate) fn orient_differences(self, d: Vec<Vec<f64>>) -> Vec<Vec<f64>> {

@@ -52,6 +52,29 @@ pub fn random_point(rng: &mut impl Rng, lower: &[f64], upper: &[f64]) -> Vec<f64
         .collect()
 }
 
+/// The input operations of a standardising preprocessor, `(x - 0.25) / 0.5` on `n` features.
+pub fn standardising_ops(n: usize) -> Vec<ceg4n::ir::InputOp> {
+    use ceg4n::ir::InputOp;
+    vec![
+        InputOp::Sub(Array1::from_elem(n, 0.25)),
+        InputOp::Div(Array1::from_elem(n, 0.5)),
+    ]
+}
+
+/// A box of `n` inputs around a random centre in [-1, 1) with a random radius in `radius`:
+/// `(centre, lower, upper)`.
+pub fn random_box(
+    rng: &mut impl Rng,
+    n: usize,
+    radius: std::ops::Range<f64>,
+) -> (Vec<f64>, Vec<f64>, Vec<f64>) {
+    let centre = random_vector(rng, n, -1.0, 1.0);
+    let r = rng.random_range(radius);
+    let lower = centre.iter().map(|c| c - r).collect();
+    let upper = centre.iter().map(|c| c + r).collect();
+    (centre, lower, upper)
+}
+
 /// A random ReLU MLP with layer sizes `sizes` (input first), weights in [-1, 1), biases in
 /// [-0.5, 0.5), no input operations.
 pub fn random_network(rng: &mut impl Rng, sizes: &[usize]) -> Network {
