@@ -93,6 +93,7 @@ impl<'a> Comparison<'a> {
             queries: std::cell::Cell::new(0),
             float_constant: std::cell::Cell::new(None),
             deviation_model: std::cell::OnceCell::new(),
+            encoding_cost: std::cell::Cell::new(std::time::Duration::ZERO),
         };
         let deadline = self.options.deadline_from(start);
         if Instant::now() >= deadline {

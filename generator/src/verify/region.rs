@@ -193,9 +193,29 @@ pub(crate) struct Region<'a> {
     pub(crate) float_constant: std::cell::Cell<Option<usize>>,
     /// Both networks prepared for differential bounds (integer semantics only), once needed.
     pub(crate) deviation_model: std::cell::OnceCell<Option<differential::DeviationModel>>,
+    /// The longest time building one z3 encoding of this box took: a large network takes
+    /// seconds, and building cannot be interrupted, so none is started that would end past the
+    /// deadline.
+    pub(crate) encoding_cost: std::cell::Cell<Duration>,
 }
 
+/// Why a region is unknown when no encoding could be built in the time left.
+const NO_TIME_TO_ENCODE: &str = "time-out (no time left to encode the networks for the solver)";
+
 impl Region<'_> {
+    /// `build()` (a solver with its encoding) if the longest build so far would still end
+    /// before `deadline`; records how long it took.
+    fn encoding<T>(&self, deadline: Instant, build: impl FnOnce() -> T) -> Option<T> {
+        let started = Instant::now();
+        if started + self.encoding_cost.get() >= deadline {
+            return None;
+        }
+        let built = build();
+        self.encoding_cost
+            .set(self.encoding_cost.get().max(started.elapsed()));
+        Some(built)
+    }
+
     /// Both networks prepared for differential bounds, built on first use.
     fn deviation_model(&self) -> Option<&differential::DeviationModel> {
         self.deviation_model
@@ -276,15 +296,19 @@ impl Region<'_> {
             }
         }
         let relaxed_only = !quantized.has_relaxation();
-        let mut relaxed = PairSolver::new(
-            net,
-            quantized,
-            lower,
-            upper,
-            &fb,
-            relaxed_only,
-            self.cmp.options,
-        );
+        let Some(mut relaxed) = self.encoding(deadline, || {
+            PairSolver::new(
+                net,
+                quantized,
+                lower,
+                upper,
+                &fb,
+                relaxed_only,
+                self.cmp.options,
+            )
+        }) else {
+            return Outcome::Unknown(NO_TIME_TO_ENCODE.into());
+        };
         let mut exact: Option<PairSolver> = None;
         for query in queries {
             self.queries.set(self.queries.get() + 1);
@@ -304,9 +328,15 @@ impl Region<'_> {
                     }
                 }
             }
-            let exact = exact.get_or_insert_with(|| {
-                PairSolver::new(net, quantized, lower, upper, &fb, true, self.cmp.options)
-            });
+            let exact = match &mut exact {
+                Some(solver) => solver,
+                None => match self.encoding(deadline, || {
+                    PairSolver::new(net, quantized, lower, upper, &fb, true, self.cmp.options)
+                }) {
+                    Some(solver) => exact.insert(solver),
+                    None => return Outcome::Unknown(NO_TIME_TO_ENCODE.into()),
+                },
+            };
             self.queries.set(self.queries.get() + 1);
             match exact.check(query, slice()) {
                 Answer::Unsat => {}
@@ -366,7 +396,11 @@ impl Region<'_> {
                     return Some(Outcome::Counterexample(ce));
                 }
             }
-            let mut float = RivalSolver::float(net, lower, upper, fb, decision);
+            let Some(mut float) = self.encoding(deadline, || {
+                RivalSolver::float(net, lower, upper, fb, decision)
+            }) else {
+                return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
+            };
             for j in float_rivals {
                 self.queries.set(self.queries.get() + 1);
                 let started = Instant::now();
@@ -410,7 +444,11 @@ impl Region<'_> {
             _ => None,
         });
         let relaxed_only = !quantized.has_relaxation();
-        let mut relaxed = RivalSolver::quantized(quantized, lower, upper, relaxed_only, decision);
+        let Some(mut relaxed) = self.encoding(deadline, || {
+            RivalSolver::quantized(quantized, lower, upper, relaxed_only, decision)
+        }) else {
+            return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
+        };
         let mut exact: Option<RivalSolver> = None;
         for j in rivals {
             self.queries.set(self.queries.get() + 1);
@@ -435,9 +473,15 @@ impl Region<'_> {
                     }
                 }
             }
-            let exact = exact.get_or_insert_with(|| {
-                RivalSolver::quantized(quantized, lower, upper, true, decision)
-            });
+            let exact = match &mut exact {
+                Some(solver) => solver,
+                None => match self.encoding(deadline, || {
+                    RivalSolver::quantized(quantized, lower, upper, true, decision)
+                }) {
+                    Some(solver) => exact.insert(solver),
+                    None => return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into())),
+                },
+            };
             self.queries.set(self.queries.get() + 1);
             let started = Instant::now();
             let answer = exact.check(k, j, slice());
