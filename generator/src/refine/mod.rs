@@ -13,8 +13,9 @@
 //! fall back on; then it bisects one width at a time, largest weight tensor first, from the
 //! widest configuration, screens each proposal by attack before any proof, verifies nested
 //! boxes outermost first, widens its proposals by a bit after every few refuted rounds, and
-//! lowers the best proof one width at a time while time allows. A box the verifier cannot
-//! decide at the anchor is reported `unknown` and left out of the claim. `Genetic` reproduces
+//! lowers the best proof one width at a time while time allows. When boxes are undecided at
+//! the anchor, the anchor moves to 16 bits; a box the verifier cannot decide even there is
+//! reported `unknown` and left out of the claim. `Genetic` reproduces
 //! the CEG4N artifact's (1+2) evolutionary search (1000 evaluations per round, restarted each
 //! round, screened on centres and counterexamples only) for comparison.
 

@@ -53,6 +53,10 @@ pub(super) struct LoopState<'a> {
     unclaimed: Vec<BoxVerdict>,
     rows_set_aside: Vec<SetAsideRow>,
     phase: Phase,
+    /// The narrowest width the anchor may take: raised to 16 bits when boxes are undecided at
+    /// a narrower anchor (the wider the integer network, the smaller its deviation from the
+    /// float one, and the easier the proof).
+    anchor_from: u32,
     rounds: Vec<Round>,
     counterexamples: Vec<FoundCounterexample>,
     verifier_calls: usize,
@@ -163,6 +167,7 @@ impl<'a> LoopState<'a> {
                 Search::Descent => Phase::Anchor,
                 Search::Genetic => Phase::Search,
             },
+            anchor_from: ANCHOR_BITS,
             rounds: Vec::new(),
             counterexamples: Vec::new(),
             verifier_calls: 0,
@@ -227,7 +232,12 @@ impl<'a> LoopState<'a> {
     fn propose(&mut self) -> Option<Genes> {
         let layers = self.layers();
         match (self.phase, self.options.search) {
-            (Phase::Anchor, _) => search::anchor(&mut self.screen, &self.per_channel, layers),
+            (Phase::Anchor, _) => search::anchor(
+                &mut self.screen,
+                &self.per_channel,
+                layers,
+                self.anchor_from,
+            ),
             (Phase::Lowering, _) => {
                 let best = &self
                     .best
@@ -462,9 +472,17 @@ impl<'a> LoopState<'a> {
         let mut verdicts = verdicts;
         // Boxes cut short by the time limit were not given their time-out: they stay claimed.
         let cut_short = Instant::now() >= self.start + self.options.time_limit;
+        let undecided = verdicts.iter().any(|v| v.status == Status::Unknown);
+        if self.phase == Phase::Anchor && !cut_short && undecided && self.anchor_from < MAX_BITS {
+            // Before boxes are left out, the widest anchor: it is the easiest to prove.
+            self.anchor_from = MAX_BITS;
+            self.last = Some((config, verdicts));
+            self.screen.rejected.insert(genes);
+            return Ok(None);
+        }
         if self.phase == Phase::Anchor && !cut_short {
-            // A box the verifier cannot decide within its time-out at the conventional widths
-            // is reported and left out of the claim; it does not hold the other boxes back.
+            // A box the verifier cannot decide within its time-out even at 16 bits is
+            // reported and left out of the claim; it does not hold the other boxes back.
             let (undecided, decided): (Vec<BoxVerdict>, Vec<BoxVerdict>) = verdicts
                 .into_iter()
                 .partition(|v| v.status == Status::Unknown);

@@ -17,15 +17,20 @@ pub const GA_EVALUATIONS: usize = 1000;
 pub const ANCHOR_BITS: u32 = 8;
 
 /// The anchor: the smallest conventional configuration that passes the screen (every screen
-/// point, and the fidelity floor on the data rows): weights and activations at one width from
-/// [`ANCHOR_BITS`] up, input from that width up, per-layer scales before per-channel ones.
-/// `None` if not even 16 bits pass.
-pub(super) fn anchor(screen: &mut Screen, per_channel: &[u32], layers: usize) -> Option<Genes> {
-    for width in ANCHOR_BITS..=MAX_BITS {
+/// point, and the fidelity floor on the data rows) and was not rejected: weights and
+/// activations at one width from `from` ([`ANCHOR_BITS`] at first) up, input from that width
+/// up, per-layer scales before per-channel ones. `None` if not even 16 bits pass.
+pub(super) fn anchor(
+    screen: &mut Screen,
+    per_channel: &[u32],
+    layers: usize,
+    from: u32,
+) -> Option<Genes> {
+    for width in from..=MAX_BITS {
         for input in width..=MAX_BITS {
             for pc in per_channel {
                 let genes = Genes::uniform(layers, width, input, *pc);
-                if screen.passes(&genes) {
+                if !screen.rejected.contains(&*genes) && screen.passes(&genes) {
                     return Some(genes);
                 }
             }

@@ -121,7 +121,8 @@ fn tighten_by_back_substitution(
     let top = pre.len();
     let n = z.len();
     let c = both_directions(n);
-    let bound = back_substitute_float_rows(net, input, pre, top, c, false);
+    let bound =
+        back_substitute_float_rows(net, input, pre, top, c, false, LowerRelaxation::ByRange);
     z.into_iter()
         .enumerate()
         .map(|(o, i)| Interval {
@@ -256,24 +257,31 @@ pub fn float_logit_differences(net: &Network, fb: &FloatBounds) -> Vec<Vec<f64>>
         &fb.input
     };
     let m = last.outputs();
-    let difference = |j: usize, k: usize| {
+    // Every pair (j, k), j != k, as one row `e_j - e_k`, back-substituted together.
+    let pairs: Vec<(usize, usize)> = (0..m)
+        .flat_map(|j| (0..m).filter(move |k| *k != j).map(move |k| (j, k)))
+        .collect();
+    let rows = Array2::from_shape_fn((pairs.len(), m), |(r, o)| {
+        let (j, k) = pairs[r];
+        if o == j {
+            1.0
+        } else if o == k {
+            -1.0
+        } else {
+            0.0
+        }
+    });
+    let linear = float_linear_upper_bounds(net, fb, rows);
+    let mut d = vec![vec![0.0; m]; m];
+    for ((j, k), linear) in pairs.into_iter().zip(linear) {
         let mut hi = last.bias[j] as f64 - last.bias[k] as f64;
         for (i, x) in inputs.iter().enumerate() {
             let w = last.weights[[j, i]] as f64 - last.weights[[k, i]] as f64;
             hi += (w * x.lo).max(w * x.hi);
         }
-        let interval = widen(Interval { lo: hi, hi }).hi;
-        let mut c = vec![0.0; m];
-        (c[j], c[k]) = (1.0, -1.0);
-        interval.min(float_linear_upper_bound(net, fb, &c))
-    };
-    (0..m)
-        .map(|j| {
-            (0..m)
-                .map(|k| if j == k { 0.0 } else { difference(j, k) })
-                .collect()
-        })
-        .collect()
+        d[j][k] = widen(Interval { lo: hi, hi }).hi.min(linear);
+    }
+    d
 }
 
 /// `d[j][k]`: an upper bound of `logit_j - logit_k` of the integer network over the box: the
@@ -320,38 +328,60 @@ pub fn int_logit_differences(net: &IntNetwork, ib: &IntBounds) -> Vec<Vec<i128>>
 /// that would otherwise cost the solver exact rational pivots over hundreds of inputs.
 /// f64 rounding is covered by a relative margin on the result; never looser than intervals.
 pub fn float_linear_upper_bound(net: &Network, fb: &FloatBounds, c: &[f64]) -> f64 {
+    let rows = Array2::from_shape_vec((1, c.len()), c.to_vec()).expect("one row");
+    float_linear_upper_bounds(net, fb, rows)[0]
+}
+
+/// [`float_linear_upper_bound`] for every row of `c`, each the best over the ReLU lower
+/// relaxations tried (chosen per neuron by its range, or `h >= 0`, or `h >= z` throughout: each
+/// is sound, and which is tightest depends on the query).
+fn float_linear_upper_bounds(net: &Network, fb: &FloatBounds, c: Array2<f64>) -> Vec<f64> {
     let Some(top) = net.layers.len().checked_sub(1) else {
-        return f64::INFINITY;
+        return vec![f64::INFINITY; c.nrows()];
     };
-    let linear = back_substitute_float(net, &fb.input, &fb.pre, top, c, true);
+    let mut best = vec![f64::INFINITY; c.nrows()];
+    for lower in [
+        LowerRelaxation::ByRange,
+        LowerRelaxation::Zero,
+        LowerRelaxation::Identity,
+    ] {
+        let linear =
+            back_substitute_float_rows(net, &fb.input, &fb.pre, top, c.clone(), true, lower);
+        for (b, l) in best.iter_mut().zip(linear) {
+            *b = b.min(l);
+        }
+    }
     // Back-substitution is not always tighter than intervals (a relaxation chosen for one
     // neuron can be loose where intervals are exact): the better of the two.
-    let interval: f64 = c
-        .iter()
-        .zip(fb.post.last().map_or(&[][..], Vec::as_slice))
-        .map(|(a, i)| (a * i.lo).max(a * i.hi))
-        .sum();
-    linear.min(interval)
+    let last = fb.post.last().map_or(&[][..], Vec::as_slice);
+    for (b, row) in best.iter_mut().zip(c.rows()) {
+        let interval: f64 = row
+            .iter()
+            .zip(last)
+            .map(|(a, i)| (a * i.lo).max(a * i.hi))
+            .sum();
+        *b = b.min(interval);
+    }
+    best
 }
 
-/// A sound upper bound of `c · h_top` (after layer `top`'s activation when `activation`,
-/// else of its pre-activation `c · z_top`) by back-substitution down to the preprocessed
-/// input, using the pre-activation bounds `pre` of the layers below (and of `top` itself when
-/// `activation`) for the ReLU relaxations.
-fn back_substitute_float(
-    net: &Network,
-    input: &[Interval<f64>],
-    pre: &[Vec<Interval<f64>>],
-    top: usize,
-    c: &[f64],
-    activation: bool,
-) -> f64 {
-    let rows = Array2::from_shape_vec((1, c.len()), c.to_vec()).expect("one row");
-    back_substitute_float_rows(net, input, pre, top, rows, activation)[0]
+/// Which linear lower bound an unstable ReLU `h = max(z, 0)` gets in back-substitution.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum LowerRelaxation {
+    /// `h >= 0` when the neuron's range is mostly negative, else `h >= z` (DeepPoly's rule).
+    ByRange,
+    /// `h >= 0` everywhere.
+    Zero,
+    /// `h >= z` everywhere.
+    Identity,
 }
 
-/// [`back_substitute_float`] for every row of `c` at once: the layers' weights are applied as
-/// matrix products, so bounding all neurons of a layer costs a few matrix multiplications.
+/// Sound upper bounds of `c · h_top` for every row of `c` (after layer `top`'s activation when
+/// `activation`, else of its pre-activation `c · z_top`) by back-substitution down to the
+/// preprocessed input, using the pre-activation bounds `pre` of the layers below (and of `top`
+/// itself when `activation`) for the ReLU relaxations, `lower` for their lower sides. The
+/// layers' weights are applied as matrix products, so bounding all neurons of a layer costs a
+/// few matrix multiplications.
 fn back_substitute_float_rows(
     net: &Network,
     input: &[Interval<f64>],
@@ -359,6 +389,7 @@ fn back_substitute_float_rows(
     top: usize,
     mut coef: Array2<f64>,
     activation: bool,
+    lower: LowerRelaxation,
 ) -> Vec<f64> {
     let rows = coef.nrows();
     let mut constant = vec![0.0f64; rows];
@@ -380,7 +411,9 @@ fn back_substitute_float_rows(
                         constant[r] -= *a * s * z.lo;
                         magnitude[r] += (*a * s * z.lo).abs();
                         *a *= s;
-                    } else if z.hi < -z.lo {
+                    } else if lower == LowerRelaxation::Zero
+                        || (lower == LowerRelaxation::ByRange && z.hi < -z.lo)
+                    {
                         // h >= 0: a negative coefficient times h is at most 0.
                         *a = 0.0;
                     }
