@@ -148,9 +148,9 @@ fn max_each(a: &[f64], b: &[f64]) -> Vec<f64> {
     a.iter().zip(b).map(|(x, y)| x.max(*y)).collect()
 }
 
-/// The first layer with the input operations folded in: `x' = alpha * x + beta` per feature,
-/// so `W x' + b = (W diag(alpha)) x + (b + W beta)`. All in f64.
-pub(crate) fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
+/// The input operations composed into one affine map per feature, `x' = alpha * x + beta`:
+/// `(alpha, beta)`, in f64.
+pub(crate) fn input_affine(net: &Network) -> (Vec<f64>, Vec<f64>) {
     let n = net.input_len();
     let (mut alpha, mut beta) = (vec![1.0f64; n], vec![0.0f64; n]);
     for op in &net.input_ops {
@@ -170,6 +170,13 @@ pub(crate) fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)>
             }
         }
     }
+    (alpha, beta)
+}
+
+/// The first layer with the input operations folded in: `x' = alpha * x + beta` per feature
+/// ([`input_affine`]), so `W x' + b = (W diag(alpha)) x + (b + W beta)`. All in f64.
+pub(crate) fn effective_layers(net: &Network) -> Vec<(Array2<f64>, Array1<f64>)> {
+    let (alpha, beta) = input_affine(net);
     net.layers
         .iter()
         .enumerate()

@@ -122,9 +122,9 @@ pub fn violates_given(
 
 /// The gradient of `sign * (logit_j - logit_k)` of the float network with respect to its raw
 /// input at `x` (the network is piecewise linear: back-propagation through the active ReLUs
-/// and the input operations' scale factors).
+/// and the input operations' per-feature scale).
 fn rival_gradient(net: &Network, x: &[f64], j: usize, k: usize, sign: f64) -> Vec<f64> {
-    use crate::ir::{Activation, InputOp};
+    use crate::ir::Activation;
     let outputs = net.layer_outputs(x);
     let mut g = vec![0.0f64; net.output_len()];
     (g[j], g[k]) = (sign, -sign);
@@ -146,14 +146,9 @@ fn rival_gradient(net: &Network, x: &[f64], j: usize, k: usize, sign: f64) -> Ve
         }
         g = below;
     }
-    for (i, gi) in g.iter_mut().enumerate() {
-        for op in &net.input_ops {
-            match op {
-                InputOp::Mul(c) => *gi *= f64::from(c[i]),
-                InputOp::Div(c) => *gi /= f64::from(c[i]),
-                InputOp::Add(_) | InputOp::Sub(_) => {}
-            }
-        }
+    let (alpha, _) = crate::quantize::input_affine(net);
+    for (gi, a) in g.iter_mut().zip(alpha) {
+        *gi *= a;
     }
     g
 }

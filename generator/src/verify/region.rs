@@ -216,6 +216,20 @@ impl Region<'_> {
         Some(built)
     }
 
+    /// The solver in `slot`, built there by [`Region::encoding`] on first use; `None` when it
+    /// is not built yet and no time is left to build it.
+    fn encoding_once<'s, T>(
+        &self,
+        slot: &'s mut Option<T>,
+        deadline: Instant,
+        build: impl FnOnce() -> T,
+    ) -> Option<&'s mut T> {
+        if slot.is_none() {
+            *slot = Some(self.encoding(deadline, build)?);
+        }
+        slot.as_mut()
+    }
+
     /// Both networks prepared for differential bounds, built on first use.
     fn deviation_model(&self) -> Option<&differential::DeviationModel> {
         self.deviation_model
@@ -261,19 +275,19 @@ impl Region<'_> {
                 upper,
                 decision,
             ),
-            Equivalence::Epsilon(eps) => deviation_queries(
-                &deviation_bounds(net, quantized, self.deviation_model(), &fb, lower, upper),
-                eps,
-            ),
+            Equivalence::Epsilon(eps) => {
+                let deviations =
+                    deviation_bounds(net, quantized, self.deviation_model(), &fb, lower, upper);
+                let queries = deviation_queries(&deviations, eps);
+                if !queries.is_empty() && depth == 0 && lower.len() <= BOUND_SPLIT_MAX_INPUTS {
+                    let excess = deviation_excess(&deviations, eps);
+                    return self.split_by_bounds(lower, upper, eps, excess, deadline);
+                }
+                queries
+            }
         };
         if queries.is_empty() {
             return Outcome::Proved;
-        }
-        if depth == 0
-            && matches!(self.cmp.options.equivalence, Equivalence::Epsilon(_))
-            && lower.len() <= BOUND_SPLIT_MAX_INPUTS
-        {
-            return self.split_by_bounds(lower, upper, deadline);
         }
 
         let can_split = depth < MAX_SPLIT_DEPTH;
@@ -328,14 +342,10 @@ impl Region<'_> {
                     }
                 }
             }
-            let exact = match &mut exact {
-                Some(solver) => solver,
-                None => match self.encoding(deadline, || {
-                    PairSolver::new(net, quantized, lower, upper, &fb, true, self.cmp.options)
-                }) {
-                    Some(solver) => exact.insert(solver),
-                    None => return Outcome::Unknown(NO_TIME_TO_ENCODE.into()),
-                },
+            let Some(exact) = self.encoding_once(&mut exact, deadline, || {
+                PairSolver::new(net, quantized, lower, upper, &fb, true, self.cmp.options)
+            }) else {
+                return Outcome::Unknown(NO_TIME_TO_ENCODE.into());
             };
             self.queries.set(self.queries.get() + 1);
             match exact.check(query, slice()) {
@@ -473,14 +483,10 @@ impl Region<'_> {
                     }
                 }
             }
-            let exact = match &mut exact {
-                Some(solver) => solver,
-                None => match self.encoding(deadline, || {
-                    RivalSolver::quantized(quantized, lower, upper, true, decision)
-                }) {
-                    Some(solver) => exact.insert(solver),
-                    None => return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into())),
-                },
+            let Some(exact) = self.encoding_once(&mut exact, deadline, || {
+                RivalSolver::quantized(quantized, lower, upper, true, decision)
+            }) else {
+                return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
             };
             self.queries.set(self.queries.get() + 1);
             let started = Instant::now();
@@ -541,18 +547,18 @@ impl Region<'_> {
     }
 
     /// Decides an ε-equivalence box of few inputs by bounds alone: bisects it (depth first)
-    /// until the differential bounds exclude every deviation on each part, or a part's centre
-    /// violates the property. Deep networks over a box defeat the solver, while the bounds of
+    /// until the differential bounds exclude every deviation beyond `eps` on each part, or a
+    /// part's centre violates the property. `excess` is the whole box's
+    /// ([`deviation_excess`]). Deep networks over a box defeat the solver, while the bounds of
     /// small boxes are nearly exact and cost microseconds.
     pub(crate) fn split_by_bounds(
         &self,
         lower: &[f64],
         upper: &[f64],
+        eps: f64,
+        excess_of_box: f64,
         deadline: Instant,
     ) -> Outcome {
-        let Equivalence::Epsilon(eps) = self.cmp.options.equivalence else {
-            return Outcome::Unknown("bound splitting is for ε-equivalence".into());
-        };
         let excess = |lo: &[f64], hi: &[f64]| {
             let fb = float_bounds(self.cmp.float, lo, hi);
             let deviations = deviation_bounds(
@@ -565,7 +571,7 @@ impl Region<'_> {
             );
             deviation_excess(&deviations, eps)
         };
-        let mut stack = vec![(lower.to_vec(), upper.to_vec(), excess(lower, upper))];
+        let mut stack = vec![(lower.to_vec(), upper.to_vec(), excess_of_box)];
         let mut parts = 0usize;
         while let Some((lo, hi, over)) = stack.pop() {
             if over <= 0.0 {
