@@ -551,10 +551,16 @@ fn integer_linear_bounds_hold_on_every_sampled_point() {
 fn deviation_bounds_hold_on_every_sampled_point() {
     use ceg4n::verify::differential::DeviationModel;
     let mut rng = rng(0xD1F);
-    for trial in 0..80 {
-        let sizes = [4, 2 + trial % 6, 2 + trial % 5, 3];
+    for trial in 0..160 {
+        // Deeper networks too: the deviation is carried through unstable and saturating neurons
+        // by linear relaxations, layer after layer.
+        let sizes: Vec<usize> = if trial % 2 == 0 {
+            vec![4, 2 + trial % 6, 2 + trial % 5, 3]
+        } else {
+            vec![4, 3 + trial % 7, 4 + trial % 5, 2 + trial % 6, 3]
+        };
         let mut net = random_network(&mut rng, &sizes);
-        if trial % 2 == 1 {
+        if trial % 4 >= 2 {
             net.input_ops = standardising_ops(4);
         }
         let (_, lower, upper) = random_box(&mut rng, 4, 0.001..0.6);
@@ -562,8 +568,8 @@ fn deviation_bounds_hold_on_every_sampled_point() {
             .map(|_| random_vector(&mut rng, 4, -1.0, 1.0))
             .collect();
         let config = QuantConfig {
-            weight_bits: vec![rng.random_range(2..=16); 3],
-            act_bits: vec![rng.random_range(2..=16); 2],
+            weight_bits: vec![rng.random_range(2..=16); sizes.len() - 1],
+            act_bits: vec![rng.random_range(2..=16); sizes.len() - 2],
             input_bits: rng.random_range(2..=16),
             per_channel: rng.random(),
             uniform_input: rng.random(),

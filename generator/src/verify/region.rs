@@ -578,9 +578,20 @@ impl Region<'_> {
                 continue;
             }
             if Instant::now() >= deadline {
+                let volume = |lo: &[f64], hi: &[f64]| -> f64 {
+                    lo.iter()
+                        .zip(hi)
+                        .zip(lower.iter().zip(upper))
+                        .filter(|(_, (l, u))| u > l)
+                        .map(|((a, b), (l, u))| (b - a) / (u - l))
+                        .product()
+                };
+                let open: f64 =
+                    volume(&lo, &hi) + stack.iter().map(|(l, h, _)| volume(l, h)).sum::<f64>();
                 return Outcome::Unknown(format!(
-                    "time-out after bounding {parts} parts of the box, {} left open",
-                    stack.len() + 1
+                    "time-out after bounding {parts} parts of the box, {} left open ({:.2}% of its volume)",
+                    stack.len() + 1,
+                    100.0 * open
                 ));
             }
             parts += 1;
