@@ -648,3 +648,51 @@ fn deep_networks_epsilon_boxes_are_proved_by_splitting_under_differential_bounds
         }
     }
 }
+
+/// Branch and bound on the float network's ReLUs: a pair it proves never flips on any sampled
+/// point, and it proves pairs that the symbolic bounds alone leave open (many inputs, so that
+/// input splitting would not help).
+#[test]
+fn relu_branching_proves_only_what_sampling_confirms_and_more_than_bounds_alone() {
+    use ceg4n::verify::bounds::float_linear_upper_bound;
+    use ceg4n::verify::branching::{float_difference_negative, Branched};
+    let mut rng = rng(0xBAB);
+    let (mut proved, mut beyond_bounds) = (0, 0);
+    for trial in 0..60 {
+        let mut net = random_network(&mut rng, &[12, 10, 10, 3]);
+        if trial % 2 == 1 {
+            net.input_ops = standardising_ops(12);
+        }
+        let (centre, lower, upper) = random_box(&mut rng, 12, 0.05..0.4);
+        let logits = net.logits(&centre);
+        let k = ceg4n_runtime::argmax(&logits);
+        let fb = float_bounds(&net, &lower, &upper);
+        for j in (0..3).filter(|j| *j != k) {
+            let mut c = vec![0.0; 3];
+            c[j] = 1.0;
+            c[k] = -1.0;
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1);
+            let branched = float_difference_negative(&net, &fb, &c, (&lower, &upper), deadline);
+            if branched != Branched::Proved {
+                continue;
+            }
+            proved += 1;
+            if float_linear_upper_bound(&net, &fb, &c) >= 0.0 {
+                beyond_bounds += 1;
+            }
+            for _ in 0..2000 {
+                let x = random_point(&mut rng, &lower, &upper);
+                let l = net.logits(&x);
+                assert!(
+                    l[j] < l[k],
+                    "trial {trial}: class {k} vs {j} proved, yet {} >= {} at {x:?}",
+                    l[j],
+                    l[k]
+                );
+            }
+        }
+    }
+    assert!(proved > 10, "only {proved} pairs proved");
+    assert!(beyond_bounds > 0, "branching never went beyond the bounds");
+    eprintln!("{proved} pairs proved, {beyond_bounds} of them beyond the bounds alone");
+}

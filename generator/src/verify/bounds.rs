@@ -68,45 +68,121 @@ pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds 
             })
         })
         .collect();
-    let mut prev = input.clone();
-    let (mut pre, mut post) = (Vec::new(), Vec::new());
-    for layer in &net.layers {
-        let z: Vec<Interval<f64>> = layer
-            .weights
-            .rows()
-            .into_iter()
-            .zip(&layer.bias)
-            .map(|(row, bias)| {
-                let (mut lo, mut hi) = (*bias as f64, *bias as f64);
-                for (w, x) in row.iter().zip(&prev) {
-                    let w = *w as f64;
-                    let (p, q) = (w * x.lo, w * x.hi);
-                    lo += p.min(q);
-                    hi += p.max(q);
-                }
-                widen(Interval { lo, hi })
-            })
-            .collect();
-        let z = if pre.is_empty() {
-            z
-        } else {
-            tighten_by_back_substitution(net, &input, &pre, z)
+    let mut fb = FloatBounds {
+        input,
+        pre: Vec::new(),
+        post: Vec::new(),
+    };
+    fb.extend(net, &[]).expect("no phase is fixed");
+    fb
+}
+
+/// A ReLU's side, fixed by a branch of the branch and bound ([`crate::verify`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Phase {
+    /// `z >= 0`: the neuron passes its input on.
+    Active,
+    /// `z <= 0`: the neuron outputs zero.
+    Inactive,
+}
+
+/// Neuron `neuron` of layer `layer` restricted to `phase`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct FixedPhase {
+    /// The layer.
+    pub layer: usize,
+    /// The neuron in it.
+    pub neuron: usize,
+    /// Its side.
+    pub phase: Phase,
+}
+
+impl FixedPhase {
+    /// `z` clipped to the phase; `None` when nothing is left.
+    fn clip(&self, z: Interval<f64>) -> Option<Interval<f64>> {
+        let z = match self.phase {
+            Phase::Active => Interval {
+                lo: z.lo.max(0.0),
+                hi: z.hi,
+            },
+            Phase::Inactive => Interval {
+                lo: z.lo,
+                hi: z.hi.min(0.0),
+            },
         };
-        let h: Vec<Interval<f64>> = z
-            .iter()
-            .map(|i| match layer.activation {
-                Activation::None => *i,
-                Activation::Relu => Interval {
-                    lo: i.lo.max(0.0),
-                    hi: i.hi.max(0.0),
-                },
-            })
-            .collect();
-        pre.push(z);
-        post.push(h.clone());
-        prev = h;
+        (z.lo <= z.hi).then_some(z)
     }
-    FloatBounds { input, pre, post }
+}
+
+impl FloatBounds {
+    /// Computes the layers after the ones already bounded (all of them when none is), each
+    /// neuron of `fixed` clipped to its phase; `None` when that leaves a neuron no range.
+    pub(crate) fn extend(&mut self, net: &Network, fixed: &[FixedPhase]) -> Option<()> {
+        for (l, layer) in net.layers.iter().enumerate().skip(self.pre.len()) {
+            let prev = self.post.last().unwrap_or(&self.input);
+            let z: Vec<Interval<f64>> = layer
+                .weights
+                .rows()
+                .into_iter()
+                .zip(&layer.bias)
+                .map(|(row, bias)| {
+                    let (mut lo, mut hi) = (*bias as f64, *bias as f64);
+                    for (w, x) in row.iter().zip(prev) {
+                        let w = *w as f64;
+                        let (p, q) = (w * x.lo, w * x.hi);
+                        lo += p.min(q);
+                        hi += p.max(q);
+                    }
+                    widen(Interval { lo, hi })
+                })
+                .collect();
+            let mut z = if self.pre.is_empty() {
+                z
+            } else {
+                tighten_by_back_substitution(net, &self.input, &self.pre, z)
+            };
+            for f in fixed.iter().filter(|f| f.layer == l) {
+                z[f.neuron] = f.clip(z[f.neuron])?;
+            }
+            let h = z.iter().map(|i| activate(layer.activation, *i)).collect();
+            self.pre.push(z);
+            self.post.push(h);
+        }
+        Some(())
+    }
+
+    /// The bounds of the part of the box where the neurons of `fixed` and `new` are in their
+    /// phases, given these bounds for `fixed` alone: `new`'s range is clipped at zero and the
+    /// layers above it recomputed (their relaxations then treat it as linear or zero). Valid
+    /// for the network on that part; `None` when the bounds show the part is empty.
+    pub(crate) fn with_phase(
+        &self,
+        net: &Network,
+        fixed: &[FixedPhase],
+        new: FixedPhase,
+    ) -> Option<FloatBounds> {
+        let l = new.layer;
+        let mut fb = FloatBounds {
+            input: self.input.clone(),
+            pre: self.pre[..=l].to_vec(),
+            post: self.post[..=l].to_vec(),
+        };
+        let z = new.clip(fb.pre[l][new.neuron])?;
+        fb.pre[l][new.neuron] = z;
+        fb.post[l][new.neuron] = activate(net.layers[l].activation, z);
+        fb.extend(net, fixed)?;
+        Some(fb)
+    }
+}
+
+fn activate(activation: Activation, z: Interval<f64>) -> Interval<f64> {
+    match activation {
+        Activation::None => z,
+        Activation::Relu => Interval {
+            lo: z.lo.max(0.0),
+            hi: z.hi.max(0.0),
+        },
+    }
 }
 
 /// The pre-activation bounds `z` of layer `pre.len()` tightened neuron by neuron by
@@ -121,8 +197,16 @@ fn tighten_by_back_substitution(
     let top = pre.len();
     let n = z.len();
     let c = both_directions(n);
-    let bound =
-        back_substitute_float_rows(net, input, pre, top, c, false, LowerRelaxation::ByRange);
+    let bound = back_substitute_float_rows(
+        net,
+        input,
+        pre,
+        top,
+        c,
+        false,
+        LowerRelaxation::ByRange,
+        None,
+    );
     z.into_iter()
         .enumerate()
         .map(|(o, i)| Interval {
@@ -346,7 +430,7 @@ fn float_linear_upper_bounds(net: &Network, fb: &FloatBounds, c: Array2<f64>) ->
         LowerRelaxation::Identity,
     ] {
         let linear =
-            back_substitute_float_rows(net, &fb.input, &fb.pre, top, c.clone(), true, lower);
+            back_substitute_float_rows(net, &fb.input, &fb.pre, top, c.clone(), true, lower, None);
         for (b, l) in best.iter_mut().zip(linear) {
             *b = b.min(l);
         }
@@ -367,7 +451,7 @@ fn float_linear_upper_bounds(net: &Network, fb: &FloatBounds, c: Array2<f64>) ->
 
 /// Which linear lower bound an unstable ReLU `h = max(z, 0)` gets in back-substitution.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-enum LowerRelaxation {
+pub(crate) enum LowerRelaxation {
     /// `h >= 0` when the neuron's range is mostly negative, else `h >= z` (DeepPoly's rule).
     ByRange,
     /// `h >= 0` everywhere.
@@ -381,16 +465,63 @@ enum LowerRelaxation {
 /// preprocessed input, using the pre-activation bounds `pre` of the layers below (and of `top`
 /// itself when `activation`) for the ReLU relaxations, `lower` for their lower sides. The
 /// layers' weights are applied as matrix products, so bounding all neurons of a layer costs a
-/// few matrix multiplications.
+/// few matrix multiplications. With `loss`, what each unstable ReLU's upper relaxation may
+/// add to row 0's bound (its coefficient's magnitude times the relaxation's height) is added to
+/// `loss[layer][neuron]`: the branch and bound splits where that is largest.
+#[allow(clippy::too_many_arguments)]
 fn back_substitute_float_rows(
     net: &Network,
     input: &[Interval<f64>],
     pre: &[Vec<Interval<f64>>],
     top: usize,
+    coef: Array2<f64>,
+    activation: bool,
+    lower: LowerRelaxation,
+    loss: Option<&mut [Vec<f64>]>,
+) -> Vec<f64> {
+    float_linear_forms(net, pre, top, coef, activation, lower, loss).upper_bounds(input)
+}
+
+/// Linear upper bounds `coef · x + constant` of some quantities, one per row, in the
+/// preprocessed input `x`; `magnitude` sums the magnitudes of what was added to `constant`
+/// (for the f64 rounding margin).
+pub(crate) struct LinearForms {
+    /// Per row, the coefficients on the preprocessed input.
+    pub coef: Array2<f64>,
+    /// Per row, the constant.
+    pub constant: Vec<f64>,
+    /// Per row, the sum of magnitudes behind the constant.
+    pub magnitude: Vec<f64>,
+}
+
+impl LinearForms {
+    /// Each row's maximum over the input box, with a margin for f64 rounding.
+    pub(crate) fn upper_bounds(&self, input: &[Interval<f64>]) -> Vec<f64> {
+        (0..self.constant.len())
+            .map(|r| {
+                let (mut bound, mut mag) = (self.constant[r], self.magnitude[r]);
+                for (a, x) in self.coef.row(r).iter().zip(input) {
+                    let term = (a * x.lo).max(a * x.hi);
+                    bound += term;
+                    mag += term.abs() + (a * x.lo).abs();
+                }
+                bound + FLOAT_MARGIN * (1.0 + mag)
+            })
+            .collect()
+    }
+}
+
+/// The linear forms behind [`back_substitute_float_rows`], before the input box bounds them.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn float_linear_forms(
+    net: &Network,
+    pre: &[Vec<Interval<f64>>],
+    top: usize,
     mut coef: Array2<f64>,
     activation: bool,
     lower: LowerRelaxation,
-) -> Vec<f64> {
+    mut loss: Option<&mut [Vec<f64>]>,
+) -> LinearForms {
     let rows = coef.nrows();
     let mut constant = vec![0.0f64; rows];
     // Sum of magnitudes of everything added, for the rounding margin.
@@ -399,13 +530,18 @@ fn back_substitute_float_rows(
         // Through the activation: coefficients on h_l become coefficients on z_l.
         if layer.activation == Activation::Relu && (l < top || activation) {
             for (r, mut row) in coef.rows_mut().into_iter().enumerate() {
-                for (a, z) in row.iter_mut().zip(&pre[l]) {
+                for (o, (a, z)) in row.iter_mut().zip(&pre[l]).enumerate() {
                     if z.lo >= 0.0 {
                         continue;
                     }
                     if z.hi <= 0.0 {
                         *a = 0.0;
-                    } else if *a >= 0.0 {
+                        continue;
+                    }
+                    if let Some(loss) = loss.as_deref_mut().filter(|_| r == 0) {
+                        loss[l][o] += a.abs() * z.hi * -z.lo / (z.hi - z.lo);
+                    }
+                    if *a >= 0.0 {
                         // h <= s (z - lo), s = hi / (hi - lo)
                         let s = z.hi / (z.hi - z.lo);
                         constant[r] -= *a * s * z.lo;
@@ -431,17 +567,11 @@ fn back_substitute_float_rows(
         }
         coef = coef.dot(&layer.weights.mapv(f64::from));
     }
-    (0..rows)
-        .map(|r| {
-            let (mut bound, mut mag) = (constant[r], magnitude[r]);
-            for (a, x) in coef.row(r).iter().zip(input) {
-                let term = (a * x.lo).max(a * x.hi);
-                bound += term;
-                mag += term.abs() + (a * x.lo).abs();
-            }
-            bound + FLOAT_MARGIN * (1.0 + mag)
-        })
-        .collect()
+    LinearForms {
+        coef,
+        constant,
+        magnitude,
+    }
 }
 
 /// A sound upper bound of `c · acc_L` (the integer network's logits) over the box `ib` was

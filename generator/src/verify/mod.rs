@@ -8,6 +8,7 @@
 //! available, ceg4n-runtime) before it is reported.
 
 pub mod bounds;
+pub mod branching;
 pub mod differential;
 pub mod encode;
 mod falsify;

@@ -4,6 +4,7 @@
 use std::time::{Duration, Instant};
 
 use super::bounds::{float_bounds, float_logit_differences};
+use super::branching::{self, Branched};
 use super::*;
 use super::{falsify::*, solver::*, verdict::*};
 use crate::ir::Network;
@@ -406,12 +407,49 @@ impl Region<'_> {
                     return Some(Outcome::Counterexample(ce));
                 }
             }
-            let Some(mut float) = self.encoding(deadline, || {
-                RivalSolver::float(net, lower, upper, fb, decision)
-            }) else {
-                return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
-            };
+            // Branching on the float network's ReLUs next (half the time left at most): on
+            // many-input networks it closes what the solver cannot.
+            let now = Instant::now();
+            let until = now + deadline.saturating_duration_since(now) / 2;
+            let mut open_rivals = Vec::new();
             for j in float_rivals {
+                let mut c = vec![0.0; float_diff.len()];
+                c[j] = decision.sign();
+                c[k] = -decision.sign();
+                let started = Instant::now();
+                let branched =
+                    branching::float_difference_negative(net, fb, &c, (lower, upper), until);
+                let verdict = match &branched {
+                    Branched::Proved => "proved",
+                    Branched::Candidate(_) => "candidate",
+                    Branched::Open => "open",
+                };
+                self.debug_line(
+                    depth,
+                    &format!("float robust {k} vs {j} by branching"),
+                    verdict,
+                    started,
+                );
+                match branched {
+                    Branched::Proved => {}
+                    Branched::Candidate(x) => {
+                        if let Some(ce) = self.cmp.falsify(lower, upper, &[centre.clone(), x]) {
+                            return Some(Outcome::Counterexample(ce));
+                        }
+                        open_rivals.push(j);
+                    }
+                    Branched::Open => open_rivals.push(j),
+                }
+            }
+            let float_rivals = open_rivals;
+            let mut float = None;
+            for j in float_rivals {
+                let float = match self.encoding_once(&mut float, deadline, || {
+                    RivalSolver::float(net, lower, upper, fb, decision)
+                }) {
+                    Some(solver) => solver,
+                    None => return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into())),
+                };
                 self.queries.set(self.queries.get() + 1);
                 let started = Instant::now();
                 let answer = float.check(k, j, slice());
@@ -532,12 +570,17 @@ impl Region<'_> {
 
     /// With `CEG4N_DEBUG` set, one line per solver query on stderr.
     pub(crate) fn debug(&self, depth: u32, what: &str, answer: &Answer, started: Instant) {
+        let verdict = match answer {
+            Answer::Unsat => "unsat",
+            Answer::Sat(_) => "sat",
+            Answer::Unknown(_) => "unknown",
+        };
+        self.debug_line(depth, what, verdict, started);
+    }
+
+    /// With `CEG4N_DEBUG` set, one line on stderr: what was asked, the verdict, how long.
+    pub(crate) fn debug_line(&self, depth: u32, what: &str, verdict: &str, started: Instant) {
         if std::env::var_os("CEG4N_DEBUG").is_some() {
-            let verdict = match answer {
-                Answer::Unsat => "unsat",
-                Answer::Sat(_) => "sat",
-                Answer::Unknown(_) => "unknown",
-            };
             eprintln!(
                 "box {} depth {depth} {what}: {verdict} in {:.3}s",
                 self.id,
