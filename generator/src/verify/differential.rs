@@ -361,11 +361,11 @@ impl DeviationModel {
                         let float_zero = flayer.activation == Activation::Relu && z.hi <= 0.0;
                         let int_zero = range.min == 0 && y.hi <= 0;
                         pass.push(if float_passes && int_passes {
-                            Pass::exact(rounding)
+                            Pass::Linear(rounding)
                         } else if float_zero && int_zero {
-                            Pass::constant(Interval { lo: 0.0, hi: 0.0 })
+                            Pass::Zero
                         } else {
-                            Pass::relaxed(dz[o], rounding, gap, dh)
+                            Pass::Bounded(dh)
                         });
                         dh
                     })
@@ -381,95 +381,20 @@ impl DeviationModel {
     }
 }
 
-/// How a hidden neuron's activation deviation `dh` follows from its accumulator's `dz`: linear
-/// bounds `lower_slope * dz + lower_offset <= dh <= upper_slope * dz + upper_offset`, so that
-/// back-substitution carries the deviation through the neuron instead of stopping there.
+/// How a hidden neuron's activation deviation follows from its accumulator's.
 #[derive(Clone, Copy, Debug)]
-struct Pass {
-    lower_slope: f64,
-    lower_offset: f64,
-    upper_slope: f64,
-    upper_offset: f64,
-}
-
-impl Pass {
+enum Pass {
     /// Both networks pass the value on unsaturated: `dh = dz + rounding`.
-    fn exact(rounding: Interval<f64>) -> Pass {
-        Pass {
-            lower_slope: 1.0,
-            lower_offset: rounding.lo,
-            upper_slope: 1.0,
-            upper_offset: rounding.hi,
-        }
-    }
-
-    /// Only an interval of `dh` is known.
-    fn constant(dh: Interval<f64>) -> Pass {
-        Pass {
-            lower_slope: 0.0,
-            lower_offset: dh.lo,
-            upper_slope: 0.0,
-            upper_offset: dh.hi,
-        }
-    }
-
-    /// `dh = phi(dz + rounding) + gap`, where `phi(v) = clamp(z + v) - clamp(z)` is monotone,
-    /// 1-Lipschitz and zero at zero, hence between `min(0, v)` and `max(0, v)`: bounded by the
-    /// chords of those over `v`'s range (as DeepPoly bounds a ReLU, here on the difference of the
-    /// two networks, in the manner of NeuroDiff). Falls back to the interval `dh` when that is
-    /// narrower than the relaxation over `dz`'s range.
-    fn relaxed(
-        dz: Interval<f64>,
-        rounding: Interval<f64>,
-        gap: Interval<f64>,
-        dh: Interval<f64>,
-    ) -> Pass {
-        let (a, b) = (dz.lo + rounding.lo, dz.hi + rounding.hi);
-        if !(a.is_finite() && b.is_finite()) {
-            return Pass::constant(dh);
-        }
-        // Upper bound of phi(v) for v = dz + r, r <= rounding.hi.
-        let (upper_slope, upper_offset) = if b <= 0.0 {
-            (0.0, 0.0)
-        } else if a >= 0.0 {
-            (1.0, rounding.hi)
-        } else {
-            let s = b / (b - a);
-            (s, s * (rounding.hi - a))
-        };
-        let (lower_slope, lower_offset) = if a >= 0.0 {
-            (0.0, 0.0)
-        } else if b <= 0.0 {
-            (1.0, rounding.lo)
-        } else {
-            let s = -a / (b - a);
-            (s, a + s * (rounding.lo - a))
-        };
-        let pass = Pass {
-            lower_slope,
-            lower_offset: lower_offset + gap.lo,
-            upper_slope,
-            upper_offset: upper_offset + gap.hi,
-        };
-        let relaxed = pass.range(dz);
-        if relaxed.hi - relaxed.lo > dh.hi - dh.lo {
-            Pass::constant(dh)
-        } else {
-            pass
-        }
-    }
-
-    /// The range of the bounds over `dz`.
-    fn range(&self, dz: Interval<f64>) -> Interval<f64> {
-        let lo = (self.lower_slope * dz.lo).min(self.lower_slope * dz.hi) + self.lower_offset;
-        let hi = (self.upper_slope * dz.lo).max(self.upper_slope * dz.hi) + self.upper_offset;
-        Interval { lo, hi }
-    }
+    Linear(Interval<f64>),
+    /// Both networks output zero.
+    Zero,
+    /// Anything else: only the interval is known.
+    Bounded(Interval<f64>),
 }
 
 /// Upper bounds of `c · dz_top` for every row of `c` (the accumulators' deviation at layer
 /// `top`) by back-substitution: `dz_l = W_l dh_(l-1) + injected_l`, each neuron's `dh` by its
-/// [`Pass`] bounds, the input deviation by its interval.
+/// [`Pass`], the input deviation by its interval.
 fn back_substitute(
     layers: &[LayerPair],
     injected: &[Vec<Interval<f64>>],
@@ -478,47 +403,45 @@ fn back_substitute(
     top: usize,
     mut coef: Array2<f64>,
 ) -> Vec<f64> {
+    let upper = |a: f64, i: Interval<f64>| (a * i.lo).max(a * i.hi);
     let rows = coef.nrows();
     let (mut bound, mut magnitude) = (vec![0.0f64; rows], vec![0.0f64; rows]);
     // Adds `a · i` (its upper end) of every coefficient on intervals `terms`.
-    let concretize =
-        |coef: &Array2<f64>, terms: &[Interval<f64>], bound: &mut [f64], magnitude: &mut [f64]| {
-            for (r, row) in coef.rows().into_iter().enumerate() {
-                for (a, i) in row.iter().zip(terms) {
-                    if *a != 0.0 {
-                        let t = (a * i.lo).max(a * i.hi);
-                        bound[r] += t;
-                        magnitude[r] += t.abs();
-                    }
+    let mut concretize = |coef: &Array2<f64>, terms: &[Interval<f64>]| {
+        for (r, row) in coef.rows().into_iter().enumerate() {
+            for (a, i) in row.iter().zip(terms) {
+                if *a != 0.0 {
+                    let t = upper(*a, *i);
+                    bound[r] += t;
+                    magnitude[r] += t.abs();
                 }
             }
-        };
+        }
+    };
     for l in (0..=top).rev() {
-        concretize(&coef, &injected[l], &mut bound, &mut magnitude);
+        concretize(&coef, &injected[l]);
         coef = coef.dot(&layers[l].w);
         if l == 0 {
             break;
         }
-        // Each neuron's linear bound on the side its coefficient's sign asks for: its offset is
-        // concretized, its slope carries the coefficient down to the layer's `dz`.
-        for (r, mut row) in coef.rows_mut().into_iter().enumerate() {
+        let through: Vec<Interval<f64>> = passes[l - 1]
+            .iter()
+            .map(|pass| match pass {
+                Pass::Linear(r) | Pass::Bounded(r) => *r,
+                Pass::Zero => Interval { lo: 0.0, hi: 0.0 },
+            })
+            .collect();
+        concretize(&coef, &through);
+        // Only linear neurons carry their coefficient further down.
+        for mut row in coef.rows_mut() {
             for (a, pass) in row.iter_mut().zip(&passes[l - 1]) {
-                if *a == 0.0 {
-                    continue;
+                if !matches!(pass, Pass::Linear(_)) {
+                    *a = 0.0;
                 }
-                let (slope, offset) = if *a > 0.0 {
-                    (pass.upper_slope, pass.upper_offset)
-                } else {
-                    (pass.lower_slope, pass.lower_offset)
-                };
-                let t = *a * offset;
-                bound[r] += t;
-                magnitude[r] += t.abs();
-                *a *= slope;
             }
         }
     }
-    concretize(&coef, input_deviation, &mut bound, &mut magnitude);
+    concretize(&coef, input_deviation);
     bound
         .iter()
         .zip(&magnitude)

@@ -194,9 +194,9 @@ pub(crate) struct Region<'a> {
     pub(crate) float_constant: std::cell::Cell<Option<usize>>,
     /// Both networks prepared for differential bounds (integer semantics only), once needed.
     pub(crate) deviation_model: std::cell::OnceCell<Option<differential::DeviationModel>>,
-    /// The longest time building one z3 encoding of this box took: a large network takes
-    /// seconds, and building cannot be interrupted, so none is started that would end past the
-    /// deadline.
+    /// The longest time building one z3 encoding of this box took (before the first, an
+    /// estimate from the network's size): a large network takes seconds, and building cannot
+    /// be interrupted, so none is started that would end past the deadline.
     pub(crate) encoding_cost: std::cell::Cell<Duration>,
 }
 
