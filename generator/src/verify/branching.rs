@@ -52,10 +52,15 @@ pub fn float_difference_negative(
 ) -> Branched {
     // Depth first: the open parts stay few.
     let mut open: Vec<(Vec<FixedPhase>, FloatBounds)> = vec![(Vec::new(), fb.clone())];
+    let mut parts = 0usize;
     while let Some((fixed, fb)) = open.pop() {
         if Instant::now() >= deadline {
+            if std::env::var_os("CEG4N_DEBUG").is_some() {
+                eprintln!("branching: {parts} parts bounded, {} open", open.len() + 1);
+            }
             return Branched::Open;
         }
+        parts += 1;
         let (bound, loss, maximiser) = part_bound(net, &fb, c, &fixed);
         if bound < 0.0 {
             continue;
@@ -104,28 +109,47 @@ fn part_bound(
     );
     // Each fixed phase as `form(x) >= 0`: the linear upper bound of `z` (active) or of `-z`
     // (inactive) in the input, from the part's bounds of the layers below it.
-    let constraints: Vec<LinearForms> = fixed
-        .iter()
-        .map(|f| {
-            let mut e = vec![0.0; fb.pre[f.layer].len()];
-            e[f.neuron] = match f.phase {
-                Phase::Active => 1.0,
-                Phase::Inactive => -1.0,
-            };
-            float_linear_forms(
-                net,
-                &fb.pre,
-                f.layer,
-                row(&e),
-                false,
-                LowerRelaxation::ByRange,
-                None,
-            )
-        })
-        .collect();
+    // One back-substitution per layer for all its fixed neurons, stacked.
+    let n = fb.input.len();
+    let mut constraints = LinearForms {
+        coef: Array2::zeros((0, n)),
+        constant: Vec::new(),
+        magnitude: Vec::new(),
+    };
+    let mut layers: Vec<usize> = fixed.iter().map(|f| f.layer).collect();
+    layers.sort_unstable();
+    layers.dedup();
+    for layer in layers {
+        let here: Vec<&FixedPhase> = fixed.iter().filter(|f| f.layer == layer).collect();
+        let rows = Array2::from_shape_fn((here.len(), fb.pre[layer].len()), |(r, o)| {
+            match (here[r].neuron == o, here[r].phase) {
+                (false, _) => 0.0,
+                (true, Phase::Active) => 1.0,
+                (true, Phase::Inactive) => -1.0,
+            }
+        });
+        let forms = float_linear_forms(
+            net,
+            &fb.pre,
+            layer,
+            rows,
+            false,
+            LowerRelaxation::ByRange,
+            None,
+        );
+        constraints.coef = ndarray::concatenate![ndarray::Axis(0), constraints.coef, forms.coef];
+        constraints.constant.extend(forms.constant);
+        constraints.magnitude.extend(forms.magnitude);
+    }
     let (dual, maximiser) = lagrangian_bound(&objective, &constraints, &fb.input);
-    let plain = float_linear_upper_bound(net, fb, c);
-    (dual.min(plain), loss, maximiser)
+    // The other relaxations only where the dual leaves the part open (they cost three more
+    // back-substitutions).
+    let bound = if dual < 0.0 {
+        dual
+    } else {
+        dual.min(float_linear_upper_bound(net, fb, c))
+    };
+    (bound, loss, maximiser)
 }
 
 /// `min over beta >= 0` (approximately, by projected subgradient steps) of
@@ -133,31 +157,36 @@ fn part_bound(
 /// objective over the inputs where every `constraint_i(x) >= 0`, and the last maximiser.
 fn lagrangian_bound(
     objective: &LinearForms,
-    constraints: &[LinearForms],
+    constraints: &LinearForms,
     input: &[Interval<f64>],
 ) -> (f64, Vec<f64>) {
     let n = input.len();
-    let mut beta = vec![0.0f64; constraints.len()];
+    let m = constraints.constant.len();
+    let mut beta = Array1::<f64>::zeros(m);
     let (mut best, mut best_x) = (f64::INFINITY, Vec::new());
     let mut stalled = 0;
     for _ in 0..=DUAL_STEPS {
         // The Lagrangian is linear in x: each coordinate at its box end.
-        let mut coef: Array1<f64> = objective.coef.row(0).to_owned();
-        let (mut constant, mut magnitude) = (objective.constant[0], objective.magnitude[0]);
-        for (b, g) in beta.iter().zip(constraints) {
-            if *b > 0.0 {
-                coef.scaled_add(*b, &g.coef.row(0));
-                constant += b * g.constant[0];
-                magnitude += b * g.magnitude[0];
-            }
-        }
+        let coef: Array1<f64> = &objective.coef.row(0) + &constraints.coef.t().dot(&beta);
+        let constant = objective.constant[0]
+            + beta
+                .iter()
+                .zip(&constraints.constant)
+                .map(|(b, c)| b * c)
+                .sum::<f64>();
+        let magnitude = objective.magnitude[0]
+            + beta
+                .iter()
+                .zip(&constraints.magnitude)
+                .map(|(b, c)| b * c)
+                .sum::<f64>();
         let lagrangian = LinearForms {
             coef: coef.clone().into_shape_with_order((1, n)).expect("one row"),
             constant: vec![constant],
             magnitude: vec![magnitude],
         };
         let value = lagrangian.upper_bounds(input)[0];
-        let x: Vec<f64> = coef
+        let x: Array1<f64> = coef
             .iter()
             .zip(input)
             .map(|(a, i)| if *a > 0.0 { i.hi } else { i.lo })
@@ -169,36 +198,21 @@ fn lagrangian_bound(
         }
         if value < best {
             best = value;
-            best_x = x.clone();
+            best_x = x.to_vec();
         }
-        if stalled >= DUAL_PATIENCE {
-            break;
-        }
-        if best < 0.0 || constraints.is_empty() {
+        if best < 0.0 || m == 0 || stalled >= DUAL_PATIENCE {
             break;
         }
         // Subgradient: each constraint's value at the maximiser; Polyak's step towards a
         // value just below zero, the target.
-        let g: Vec<f64> = constraints
-            .iter()
-            .map(|f| {
-                f.constant[0]
-                    + f.coef
-                        .row(0)
-                        .iter()
-                        .zip(&x)
-                        .map(|(a, v)| a * v)
-                        .sum::<f64>()
-            })
-            .collect();
-        let norm: f64 = g.iter().map(|v| v * v).sum();
+        let g: Array1<f64> =
+            constraints.coef.dot(&x) + Array1::from_vec(constraints.constant.clone());
+        let norm = g.dot(&g);
         if norm == 0.0 {
             break;
         }
         let step = (value + 1e-3 * (1.0 + value.abs())) / norm;
-        for (b, gi) in beta.iter_mut().zip(&g) {
-            *b = (*b - step * gi).max(0.0);
-        }
+        beta.zip_mut_with(&g, |b, gi| *b = (*b - step * gi).max(0.0));
     }
     (best, best_x)
 }
