@@ -273,8 +273,31 @@ impl DeviationModel {
             // dz from above, rows n..2n bound -dz from above.
             let m = layer.outputs;
             let c = both_directions(m);
-            let symbolic =
-                back_substitute(&self.layers, &injected, &passes, &input_deviation, l, c);
+            // Carrying the deviation through relaxed neurons is usually tighter, but not always
+            // (their intervals were narrowed by both networks' own bounds): the better of the two.
+            let through = back_substitute(
+                &self.layers,
+                &injected,
+                &passes,
+                &input_deviation,
+                l,
+                c.clone(),
+                true,
+            );
+            let stopped = back_substitute(
+                &self.layers,
+                &injected,
+                &passes,
+                &input_deviation,
+                l,
+                c,
+                false,
+            );
+            let symbolic: Vec<f64> = through
+                .iter()
+                .zip(&stopped)
+                .map(|(a, b)| a.min(*b))
+                .collect();
             let dz: Vec<Interval<f64>> = dz
                 .into_iter()
                 .enumerate()
@@ -361,11 +384,11 @@ impl DeviationModel {
                         let float_zero = flayer.activation == Activation::Relu && z.hi <= 0.0;
                         let int_zero = range.min == 0 && y.hi <= 0;
                         pass.push(if float_passes && int_passes {
-                            Pass::Linear(rounding)
+                            Pass::exact(rounding)
                         } else if float_zero && int_zero {
-                            Pass::Zero
+                            Pass::constant(Interval { lo: 0.0, hi: 0.0 })
                         } else {
-                            Pass::Bounded(dh)
+                            Pass::relaxed(dz[o], rounding, gap, dh)
                         });
                         dh
                     })
@@ -381,20 +404,89 @@ impl DeviationModel {
     }
 }
 
-/// How a hidden neuron's activation deviation follows from its accumulator's.
+/// How a hidden neuron's activation deviation `dh` follows from its accumulator's `dz`: linear
+/// bounds `lower_slope * dz + lower_offset <= dh <= upper_slope * dz + upper_offset`, so that
+/// back-substitution carries the deviation through the neuron instead of stopping there.
 #[derive(Clone, Copy, Debug)]
-enum Pass {
+struct Pass {
+    lower_slope: f64,
+    lower_offset: f64,
+    upper_slope: f64,
+    upper_offset: f64,
+    /// For a relaxed neuron, the interval of `dh` itself, for back-substitution that stops at
+    /// the neuron instead.
+    interval: Option<Interval<f64>>,
+}
+
+impl Pass {
     /// Both networks pass the value on unsaturated: `dh = dz + rounding`.
-    Linear(Interval<f64>),
-    /// Both networks output zero.
-    Zero,
-    /// Anything else: only the interval is known.
-    Bounded(Interval<f64>),
+    fn exact(rounding: Interval<f64>) -> Pass {
+        Pass {
+            lower_slope: 1.0,
+            lower_offset: rounding.lo,
+            upper_slope: 1.0,
+            upper_offset: rounding.hi,
+            interval: None,
+        }
+    }
+
+    /// Only an interval of `dh` is known.
+    fn constant(dh: Interval<f64>) -> Pass {
+        Pass {
+            lower_slope: 0.0,
+            lower_offset: dh.lo,
+            upper_slope: 0.0,
+            upper_offset: dh.hi,
+            interval: None,
+        }
+    }
+
+    /// `dh = phi(dz + rounding) + gap`, where `phi(v) = clamp(z + v) - clamp(z)` is monotone,
+    /// 1-Lipschitz and zero at zero, hence between `min(0, v)` and `max(0, v)`: bounded by the
+    /// chords of those over `v`'s range (as DeepPoly bounds a ReLU, here on the difference of the
+    /// two networks, in the manner of NeuroDiff). `dh` is kept for back-substitution that stops
+    /// at the neuron.
+    fn relaxed(
+        dz: Interval<f64>,
+        rounding: Interval<f64>,
+        gap: Interval<f64>,
+        dh: Interval<f64>,
+    ) -> Pass {
+        let (a, b) = (dz.lo + rounding.lo, dz.hi + rounding.hi);
+        if !(a.is_finite() && b.is_finite()) {
+            return Pass::constant(dh);
+        }
+        // Upper bound of phi(v) for v = dz + r, r <= rounding.hi.
+        let (upper_slope, upper_offset) = if b <= 0.0 {
+            (0.0, 0.0)
+        } else if a >= 0.0 {
+            (1.0, rounding.hi)
+        } else {
+            let s = b / (b - a);
+            (s, s * (rounding.hi - a))
+        };
+        let (lower_slope, lower_offset) = if a >= 0.0 {
+            (0.0, 0.0)
+        } else if b <= 0.0 {
+            (1.0, rounding.lo)
+        } else {
+            let s = -a / (b - a);
+            (s, a + s * (rounding.lo - a))
+        };
+        Pass {
+            lower_slope,
+            lower_offset: lower_offset + gap.lo,
+            upper_slope,
+            upper_offset: upper_offset + gap.hi,
+            interval: Some(dh),
+        }
+    }
 }
 
 /// Upper bounds of `c · dz_top` for every row of `c` (the accumulators' deviation at layer
 /// `top`) by back-substitution: `dz_l = W_l dh_(l-1) + injected_l`, each neuron's `dh` by its
-/// [`Pass`], the input deviation by its interval.
+/// [`Pass`] bounds (or, without `through_relaxed`, a relaxed neuron by its interval), the input
+/// deviation by its interval.
 fn back_substitute(
     layers: &[LayerPair],
     injected: &[Vec<Interval<f64>>],
@@ -402,46 +494,49 @@ fn back_substitute(
     input_deviation: &[Interval<f64>],
     top: usize,
     mut coef: Array2<f64>,
+    through_relaxed: bool,
 ) -> Vec<f64> {
-    let upper = |a: f64, i: Interval<f64>| (a * i.lo).max(a * i.hi);
     let rows = coef.nrows();
     let (mut bound, mut magnitude) = (vec![0.0f64; rows], vec![0.0f64; rows]);
     // Adds `a · i` (its upper end) of every coefficient on intervals `terms`.
-    let mut concretize = |coef: &Array2<f64>, terms: &[Interval<f64>]| {
-        for (r, row) in coef.rows().into_iter().enumerate() {
-            for (a, i) in row.iter().zip(terms) {
-                if *a != 0.0 {
-                    let t = upper(*a, *i);
-                    bound[r] += t;
-                    magnitude[r] += t.abs();
+    let concretize =
+        |coef: &Array2<f64>, terms: &[Interval<f64>], bound: &mut [f64], magnitude: &mut [f64]| {
+            for (r, row) in coef.rows().into_iter().enumerate() {
+                for (a, i) in row.iter().zip(terms) {
+                    if *a != 0.0 {
+                        let t = (a * i.lo).max(a * i.hi);
+                        bound[r] += t;
+                        magnitude[r] += t.abs();
+                    }
                 }
             }
-        }
-    };
+        };
     for l in (0..=top).rev() {
-        concretize(&coef, &injected[l]);
+        concretize(&coef, &injected[l], &mut bound, &mut magnitude);
         coef = coef.dot(&layers[l].w);
         if l == 0 {
             break;
         }
-        let through: Vec<Interval<f64>> = passes[l - 1]
-            .iter()
-            .map(|pass| match pass {
-                Pass::Linear(r) | Pass::Bounded(r) => *r,
-                Pass::Zero => Interval { lo: 0.0, hi: 0.0 },
-            })
-            .collect();
-        concretize(&coef, &through);
-        // Only linear neurons carry their coefficient further down.
-        for mut row in coef.rows_mut() {
+        // Each neuron's linear bound on the side its coefficient's sign asks for: its offset is
+        // concretized, its slope carries the coefficient down to the layer's `dz`.
+        for (r, mut row) in coef.rows_mut().into_iter().enumerate() {
             for (a, pass) in row.iter_mut().zip(&passes[l - 1]) {
-                if !matches!(pass, Pass::Linear(_)) {
-                    *a = 0.0;
+                if *a == 0.0 {
+                    continue;
                 }
+                let (slope, offset) = match (pass.interval, through_relaxed) {
+                    (Some(dh), false) => (0.0, if *a > 0.0 { dh.hi } else { dh.lo }),
+                    _ if *a > 0.0 => (pass.upper_slope, pass.upper_offset),
+                    _ => (pass.lower_slope, pass.lower_offset),
+                };
+                let t = *a * offset;
+                bound[r] += t;
+                magnitude[r] += t.abs();
+                *a *= slope;
             }
         }
     }
-    concretize(&coef, input_deviation);
+    concretize(&coef, input_deviation, &mut bound, &mut magnitude);
     bound
         .iter()
         .zip(&magnitude)
