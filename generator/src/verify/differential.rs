@@ -273,31 +273,8 @@ impl DeviationModel {
             // dz from above, rows n..2n bound -dz from above.
             let m = layer.outputs;
             let c = both_directions(m);
-            // Carrying the deviation through relaxed neurons is usually tighter, but not always
-            // (their intervals were narrowed by both networks' own bounds): the better of the two.
-            let through = back_substitute(
-                &self.layers,
-                &injected,
-                &passes,
-                &input_deviation,
-                l,
-                c.clone(),
-                true,
-            );
-            let stopped = back_substitute(
-                &self.layers,
-                &injected,
-                &passes,
-                &input_deviation,
-                l,
-                c,
-                false,
-            );
-            let symbolic: Vec<f64> = through
-                .iter()
-                .zip(&stopped)
-                .map(|(a, b)| a.min(*b))
-                .collect();
+            let symbolic =
+                back_substitute(&self.layers, &injected, &passes, &input_deviation, l, c);
             let dz: Vec<Interval<f64>> = dz
                 .into_iter()
                 .enumerate()
@@ -413,9 +390,6 @@ struct Pass {
     lower_offset: f64,
     upper_slope: f64,
     upper_offset: f64,
-    /// For a relaxed neuron, the interval of `dh` itself, for back-substitution that stops at
-    /// the neuron instead.
-    interval: Option<Interval<f64>>,
 }
 
 impl Pass {
@@ -426,7 +400,6 @@ impl Pass {
             lower_offset: rounding.lo,
             upper_slope: 1.0,
             upper_offset: rounding.hi,
-            interval: None,
         }
     }
 
@@ -437,15 +410,14 @@ impl Pass {
             lower_offset: dh.lo,
             upper_slope: 0.0,
             upper_offset: dh.hi,
-            interval: None,
         }
     }
 
     /// `dh = phi(dz + rounding) + gap`, where `phi(v) = clamp(z + v) - clamp(z)` is monotone,
     /// 1-Lipschitz and zero at zero, hence between `min(0, v)` and `max(0, v)`: bounded by the
     /// chords of those over `v`'s range (as DeepPoly bounds a ReLU, here on the difference of the
-    /// two networks, in the manner of NeuroDiff). `dh` is kept for back-substitution that stops
-    /// at the neuron.
+    /// two networks, in the manner of NeuroDiff); `dh`, the neuron's interval, where the range
+    /// is not finite.
     fn relaxed(
         dz: Interval<f64>,
         rounding: Interval<f64>,
@@ -478,15 +450,13 @@ impl Pass {
             lower_offset: lower_offset + gap.lo,
             upper_slope,
             upper_offset: upper_offset + gap.hi,
-            interval: Some(dh),
         }
     }
 }
 
 /// Upper bounds of `c · dz_top` for every row of `c` (the accumulators' deviation at layer
 /// `top`) by back-substitution: `dz_l = W_l dh_(l-1) + injected_l`, each neuron's `dh` by its
-/// [`Pass`] bounds (or, without `through_relaxed`, a relaxed neuron by its interval), the input
-/// deviation by its interval.
+/// [`Pass`] bounds, the input deviation by its interval.
 fn back_substitute(
     layers: &[LayerPair],
     injected: &[Vec<Interval<f64>>],
@@ -494,7 +464,6 @@ fn back_substitute(
     input_deviation: &[Interval<f64>],
     top: usize,
     mut coef: Array2<f64>,
-    through_relaxed: bool,
 ) -> Vec<f64> {
     let rows = coef.nrows();
     let (mut bound, mut magnitude) = (vec![0.0f64; rows], vec![0.0f64; rows]);
@@ -524,10 +493,10 @@ fn back_substitute(
                 if *a == 0.0 {
                     continue;
                 }
-                let (slope, offset) = match (pass.interval, through_relaxed) {
-                    (Some(dh), false) => (0.0, if *a > 0.0 { dh.hi } else { dh.lo }),
-                    _ if *a > 0.0 => (pass.upper_slope, pass.upper_offset),
-                    _ => (pass.lower_slope, pass.lower_offset),
+                let (slope, offset) = if *a > 0.0 {
+                    (pass.upper_slope, pass.upper_offset)
+                } else {
+                    (pass.lower_slope, pass.lower_offset)
                 };
                 let t = *a * offset;
                 bound[r] += t;
