@@ -34,6 +34,17 @@ pub enum Branched {
     Open,
 }
 
+impl Branched {
+    /// One word for logs.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Branched::Proved => "proved",
+            Branched::Candidate(_) => "candidate",
+            Branched::Open => "open",
+        }
+    }
+}
+
 /// Subgradient steps on the multipliers of one part, at most.
 const DUAL_STEPS: usize = 1000;
 

@@ -419,15 +419,10 @@ impl Region<'_> {
                 let started = Instant::now();
                 let branched =
                     branching::float_difference_negative(net, fb, &c, (lower, upper), until);
-                let verdict = match &branched {
-                    Branched::Proved => "proved",
-                    Branched::Candidate(_) => "candidate",
-                    Branched::Open => "open",
-                };
                 self.debug_line(
                     depth,
                     &format!("float robust {k} vs {j} by branching"),
-                    verdict,
+                    branched.name(),
                     started,
                 );
                 match branched {
