@@ -18,6 +18,19 @@ impl Comparison<'_> {
         upper: &[f64],
         points: &[Vec<f64>],
     ) -> Option<Counterexample> {
+        self.falsify_until(lower, upper, points, None)
+    }
+
+    /// [`Comparison::falsify`] that stops looking at `deadline` (many points on a large
+    /// network take seconds).
+    pub(crate) fn falsify_until(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        points: &[Vec<f64>],
+        deadline: Option<Instant>,
+    ) -> Option<Counterexample> {
+        let time_left = || deadline.is_none_or(|d| Instant::now() < d);
         let (net, options) = (self.float, self.options);
         let decision = options.decision;
         let float_class = |x: &[f64]| decision.pick(&net.logits(x));
@@ -53,16 +66,27 @@ impl Comparison<'_> {
             let ce = self.replay(&p32, FoundBy::Sampling);
             ce.reproduces_in_f32.then_some(ce)
         };
-        if let Some(ce) = points.iter().find_map(|p| disagreement(p)) {
+        if let Some(ce) = points
+            .iter()
+            .take_while(|_| time_left())
+            .find_map(|p| disagreement(p))
+        {
             return Some(ce);
         }
         if options.equivalence != Equivalence::Top1 {
             return None;
         }
-        let classes: Vec<usize> = points.iter().map(|p| float_class(p)).collect();
+        let classes: Vec<usize> = points
+            .iter()
+            .take_while(|_| time_left())
+            .map(|p| float_class(p))
+            .collect();
         let anchor = 0;
         let mut tried = 0;
-        for (i, p) in points.iter().enumerate() {
+        for (i, p) in points.iter().enumerate().take(classes.len()) {
+            if !time_left() {
+                return None;
+            }
             if classes[i] == classes[anchor] || tried >= BOUNDARY_SEGMENTS {
                 continue;
             }

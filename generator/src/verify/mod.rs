@@ -81,9 +81,10 @@ impl<'a> Comparison<'a> {
         let (lower, upper) = (&prop.lower, &prop.upper);
 
         // 1. Sampling: the centre, corners and random points.
+        let deadline = self.options.deadline_from(start);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
         let points = prop.sample_points(10, 64, self.options.samples, &mut rng);
-        if let Some(ce) = self.falsify(lower, upper, &points) {
+        if let Some(ce) = self.falsify_until(lower, upper, &points, Some(deadline)) {
             return verdict(Status::Counterexample, 0, Some(ce), None);
         }
 
@@ -96,7 +97,6 @@ impl<'a> Comparison<'a> {
             deviation_model: std::cell::OnceCell::new(),
             encoding_cost: std::cell::Cell::new(expected_encoding_cost(self.float)),
         };
-        let deadline = self.options.deadline_from(start);
         if Instant::now() >= deadline {
             let reason = "the time limit was reached before the solver could start".to_string();
             return verdict(Status::Unknown, 0, None, Some(reason));
