@@ -511,8 +511,13 @@ impl LinearForms {
     }
 }
 
+/// The height of an unstable ReLU's triangle relaxation over `z`: how far its upper chord
+/// lies above `max(z, 0)` at `z = 0`.
+pub(crate) fn relaxation_height(z: Interval<f64>) -> f64 {
+    z.hi * -z.lo / (z.hi - z.lo)
+}
+
 /// The linear forms behind [`back_substitute_float_rows`], before the input box bounds them.
-#[allow(clippy::too_many_arguments)]
 pub(crate) fn float_linear_forms(
     net: &Network,
     pre: &[Vec<Interval<f64>>],
@@ -539,7 +544,7 @@ pub(crate) fn float_linear_forms(
                         continue;
                     }
                     if let Some(loss) = loss.as_deref_mut().filter(|_| r == 0) {
-                        loss[l][o] += a.abs() * z.hi * -z.lo / (z.hi - z.lo);
+                        loss[l][o] += a.abs() * relaxation_height(*z);
                     }
                     if *a >= 0.0 {
                         // h <= s (z - lo), s = hi / (hi - lo)

@@ -17,8 +17,8 @@ use std::time::Instant;
 use ndarray::{Array1, Array2};
 
 use super::bounds::{
-    float_linear_forms, float_linear_upper_bound, FixedPhase, FloatBounds, Interval, LinearForms,
-    LowerRelaxation, Phase,
+    float_linear_forms, float_linear_upper_bound, relaxation_height, FixedPhase, FloatBounds,
+    Interval, LinearForms, LowerRelaxation, Phase,
 };
 use crate::ir::Network;
 
@@ -173,24 +173,17 @@ fn lagrangian_bound(
 ) -> (f64, Vec<f64>) {
     let n = input.len();
     let m = constraints.constant.len();
+    // The constraints' constants and magnitudes, weighted by the multipliers at every step.
+    let constants = Array1::from(constraints.constant.clone());
+    let magnitudes = Array1::from(constraints.magnitude.clone());
     let mut beta = Array1::<f64>::zeros(m);
     let (mut best, mut best_x) = (f64::INFINITY, Vec::new());
     let mut stalled = 0;
     for _ in 0..=DUAL_STEPS {
         // The Lagrangian is linear in x: each coordinate at its box end.
         let coef: Array1<f64> = &objective.coef.row(0) + &constraints.coef.t().dot(&beta);
-        let constant = objective.constant[0]
-            + beta
-                .iter()
-                .zip(&constraints.constant)
-                .map(|(b, c)| b * c)
-                .sum::<f64>();
-        let magnitude = objective.magnitude[0]
-            + beta
-                .iter()
-                .zip(&constraints.magnitude)
-                .map(|(b, c)| b * c)
-                .sum::<f64>();
+        let constant = objective.constant[0] + beta.dot(&constants);
+        let magnitude = objective.magnitude[0] + beta.dot(&magnitudes);
         let lagrangian = LinearForms {
             coef: coef.clone().into_shape_with_order((1, n)).expect("one row"),
             constant: vec![constant],
@@ -216,8 +209,7 @@ fn lagrangian_bound(
         }
         // Subgradient: each constraint's value at the maximiser; Polyak's step towards a
         // value just below zero, the target.
-        let g: Array1<f64> =
-            constraints.coef.dot(&x) + Array1::from_vec(constraints.constant.clone());
+        let g: Array1<f64> = constraints.coef.dot(&x) + &constants;
         let norm = g.dot(&g);
         if norm == 0.0 {
             break;
@@ -245,14 +237,9 @@ fn widest_unstable(net: &Network, fb: &FloatBounds) -> Option<(usize, usize)> {
         z.iter()
             .enumerate()
             .filter(|(_, i)| i.lo < 0.0 && i.hi > 0.0)
-            .max_by(|a, b| height(*a.1).total_cmp(&height(*b.1)))
+            .max_by(|a, b| relaxation_height(*a.1).total_cmp(&relaxation_height(*b.1)))
             .map(|(o, _)| (l, o))
     })
-}
-
-/// The height of a ReLU's triangle relaxation over `z`.
-fn height(z: Interval<f64>) -> f64 {
-    z.hi * -z.lo / (z.hi - z.lo)
 }
 
 /// The raw input whose preprocessed value is `x` (each coordinate at an end of the box): the
