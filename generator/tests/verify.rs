@@ -602,6 +602,53 @@ fn deviation_bounds_hold_on_every_sampled_point() {
     }
 }
 
+/// An ε-equivalence box one input quantization step wide whose largest sampled deviation lies
+/// just inside ε is proved, and just outside ε it is refuted: never left unknown.
+#[test]
+fn epsilon_boxes_at_the_edge_of_epsilon_are_decided() {
+    use ceg4n::verify::Equivalence;
+    let (net, props, int_net) = quantized_model("iris_mlp.onnx", "iris_props.json", 8, 8);
+    let mut rng = rng(0xED6E);
+    let deviation = |x: &[f64]| {
+        net.logits(x)
+            .iter()
+            .zip(int_net.dequantized_logits(x))
+            .map(|(a, b)| (a - b).abs())
+            .fold(0.0, f64::max)
+    };
+    for p in props.iter().take(3) {
+        let x = p.x.clone();
+        let step: Vec<f64> = (0..x.len()).map(|i| int_net.input.scale(i)).collect();
+        let tiny = Property {
+            id: format!("{}-step", p.id),
+            lower: x.iter().zip(&step).map(|(v, s)| v - 0.5 * s).collect(),
+            upper: x.iter().zip(&step).map(|(v, s)| v + 0.5 * s).collect(),
+            x: x.clone(),
+            y: None,
+            ball_size: None,
+        };
+        let largest = (0..20_000)
+            .map(|_| deviation(&random_point(&mut rng, &tiny.lower, &tiny.upper)))
+            .fold(deviation(&x), f64::max);
+        for (eps, expected) in [
+            (largest + 1e-4, Status::Proved),
+            (largest * (1.0 - 1e-6), Status::Counterexample),
+        ] {
+            let options = VerifyOptions {
+                equivalence: Equivalence::Epsilon(eps),
+                timeout: std::time::Duration::from_secs(20),
+                ..VerifyOptions::default()
+            };
+            let v = Comparison::new(&net, Quantized::Integer(&int_net), &options).verify_box(&tiny);
+            assert_eq!(
+                v.status, expected,
+                "box {} at eps {eps} (sampled deviation {largest}): {:?}",
+                tiny.id, v.reason
+            );
+        }
+    }
+}
+
 /// A deep network (four hidden layers) with few inputs, the shape of ACAS Xu: at 16 bits its
 /// ε-equivalence boxes are decided by splitting the input under the differential bounds — the
 /// solver alone leaves such boxes unknown — and every proved box survives sampling.

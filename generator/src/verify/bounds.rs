@@ -26,6 +26,12 @@ pub struct FloatBounds {
     pub pre: Vec<Vec<Interval<f64>>>,
     /// Per layer, per neuron: the activation applied to `z`.
     pub post: Vec<Vec<Interval<f64>>>,
+    /// Per input, how much of the unstable ReLUs' relaxation error its range accounts for: the
+    /// sum over unstable neurons of the relaxation's height times the input's width times its
+    /// coefficient in the neuron's linear bounds (ReluVal's "smear"). Splitting the input with
+    /// the largest share tightens the bounds most. Zero in the bounds of a branch
+    /// ([`FloatBounds::with_phase`]), which nothing splits by input.
+    pub influence: Vec<f64>,
 }
 
 /// Integer bounds per layer: accumulator, rounded requantization and saturated output.
@@ -69,6 +75,7 @@ pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds 
         })
         .collect();
     let mut fb = FloatBounds {
+        influence: vec![0.0; input.len()],
         input,
         pre: Vec::new(),
         post: Vec::new(),
@@ -136,13 +143,33 @@ impl FloatBounds {
                     widen(Interval { lo, hi })
                 })
                 .collect();
-            let mut z = if self.pre.is_empty() {
-                z
+            // Each neuron's linear bounds in the input (rows 0..n from above, n..2n from below)
+            // when back-substituted; on the first layer, its weights.
+            let (mut z, coef) = if self.pre.is_empty() {
+                (z, None)
             } else {
-                tighten_by_back_substitution(net, &self.input, &self.pre, z)
+                let (z, coef) = tighten_by_back_substitution(net, &self.input, &self.pre, z);
+                (z, Some(coef))
             };
             for f in fixed.iter().filter(|f| f.layer == l) {
                 z[f.neuron] = f.clip(z[f.neuron])?;
+            }
+            if layer.activation == Activation::Relu {
+                let n = z.len();
+                for (o, zo) in z
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, z)| z.lo < 0.0 && z.hi > 0.0)
+                {
+                    let height = relaxation_height(*zo);
+                    for (i, x) in self.input.iter().enumerate() {
+                        let a = match &coef {
+                            Some(c) => c[[o, i]].abs() + c[[o + n, i]].abs(),
+                            None => 2.0 * f64::from(layer.weights[[o, i]]).abs(),
+                        };
+                        self.influence[i] += height * a * (x.hi - x.lo);
+                    }
+                }
             }
             let h = z.iter().map(|i| activate(layer.activation, *i)).collect();
             self.pre.push(z);
@@ -163,6 +190,7 @@ impl FloatBounds {
     ) -> Option<FloatBounds> {
         let l = new.layer;
         let mut fb = FloatBounds {
+            influence: vec![0.0; self.input.len()],
             input: self.input.clone(),
             pre: self.pre[..=l].to_vec(),
             post: self.post[..=l].to_vec(),
@@ -187,33 +215,28 @@ fn activate(activation: Activation, z: Interval<f64>) -> Interval<f64> {
 
 /// The pre-activation bounds `z` of layer `pre.len()` tightened neuron by neuron by
 /// back-substitution through the layers below (DeepPoly-style intermediate bounds): deep
-/// layers' intervals otherwise grow with every layer's cancellations ignored.
+/// layers' intervals otherwise grow with every layer's cancellations ignored. Also returns the
+/// linear bounds' coefficients on the input (rows 0..n: `z` from above, n..2n: `-z` from above).
 fn tighten_by_back_substitution(
     net: &Network,
     input: &[Interval<f64>],
     pre: &[Vec<Interval<f64>>],
     z: Vec<Interval<f64>>,
-) -> Vec<Interval<f64>> {
+) -> (Vec<Interval<f64>>, Array2<f64>) {
     let top = pre.len();
     let n = z.len();
     let c = both_directions(n);
-    let bound = back_substitute_float_rows(
-        net,
-        input,
-        pre,
-        top,
-        c,
-        false,
-        LowerRelaxation::ByRange,
-        None,
-    );
-    z.into_iter()
+    let forms = float_linear_forms(net, pre, top, c, false, LowerRelaxation::ByRange, None);
+    let bound = forms.upper_bounds(input);
+    let z = z
+        .into_iter()
         .enumerate()
         .map(|(o, i)| Interval {
             lo: i.lo.max(-bound[o + n]),
             hi: i.hi.min(bound[o]),
         })
-        .collect()
+        .collect();
+    (z, forms.coef)
 }
 
 /// The rows `e_0 .. e_(n-1)` then `-e_0 .. -e_(n-1)`: back-substituted, they bound `n`
@@ -517,6 +540,25 @@ pub(crate) fn relaxation_height(z: Interval<f64>) -> f64 {
     z.hi * -z.lo / (z.hi - z.lo)
 }
 
+/// `coef · weights` in f64. Few rows (a branch and bound's objective) are summed row by row from
+/// the f32 weights, skipping zero coefficients (inactive ReLUs): converting a 784-256 layer's
+/// weights to f64 for one row cost more than the product.
+fn times_weights(coef: &Array2<f64>, weights: &Array2<f32>) -> Array2<f64> {
+    const FEW_ROWS: usize = 8;
+    if coef.nrows() > FEW_ROWS {
+        return coef.dot(&weights.mapv(f64::from));
+    }
+    let mut out = Array2::<f64>::zeros((coef.nrows(), weights.ncols()));
+    for (row, mut target) in coef.rows().into_iter().zip(out.rows_mut()) {
+        for (a, w) in row.iter().zip(weights.rows()) {
+            if *a != 0.0 {
+                target.zip_mut_with(&w, |t, w| *t += a * f64::from(*w));
+            }
+        }
+    }
+    out
+}
+
 /// The linear forms behind [`back_substitute_float_rows`], before the input box bounds them.
 pub(crate) fn float_linear_forms(
     net: &Network,
@@ -570,7 +612,7 @@ pub(crate) fn float_linear_forms(
             constant[r] += added[r];
             magnitude[r] += added_abs[r];
         }
-        coef = coef.dot(&layer.weights.mapv(f64::from));
+        coef = times_weights(&coef, &layer.weights);
     }
     LinearForms {
         coef,

@@ -466,20 +466,23 @@ fn back_substitute(
     mut coef: Array2<f64>,
 ) -> Vec<f64> {
     let rows = coef.nrows();
-    let (mut bound, mut magnitude) = (vec![0.0f64; rows], vec![0.0f64; rows]);
-    // Adds `a · i` (its upper end) of every coefficient on intervals `terms`.
-    let concretize =
-        |coef: &Array2<f64>, terms: &[Interval<f64>], bound: &mut [f64], magnitude: &mut [f64]| {
-            for (r, row) in coef.rows().into_iter().enumerate() {
-                for (a, i) in row.iter().zip(terms) {
-                    if *a != 0.0 {
-                        let t = (a * i.lo).max(a * i.hi);
-                        bound[r] += t;
-                        magnitude[r] += t.abs();
-                    }
-                }
-            }
-        };
+    let (mut bound, mut magnitude) = (Array1::<f64>::zeros(rows), Array1::<f64>::zeros(rows));
+    // Adds the upper end of `coef · i` over the intervals `terms`: the positive coefficients
+    // take the upper ends, the negative ones the lower ends (as matrix products: this runs for
+    // every part of every box). The magnitude is over-estimated by `|coef| · max(|lo|, |hi|)`,
+    // which only widens the rounding margin.
+    let concretize = |coef: &Array2<f64>,
+                      terms: &[Interval<f64>],
+                      bound: &mut Array1<f64>,
+                      magnitude: &mut Array1<f64>| {
+        let lo: Array1<f64> = terms.iter().map(|i| i.lo).collect();
+        let hi: Array1<f64> = terms.iter().map(|i| i.hi).collect();
+        let mag: Array1<f64> = terms.iter().map(|i| i.lo.abs().max(i.hi.abs())).collect();
+        let positive = coef.mapv(|a| a.max(0.0));
+        let negative = coef - &positive;
+        *bound += &(positive.dot(&hi) + negative.dot(&lo));
+        *magnitude += &coef.mapv(f64::abs).dot(&mag);
+    };
     for l in (0..=top).rev() {
         concretize(&coef, &injected[l], &mut bound, &mut magnitude);
         coef = coef.dot(&layers[l].w);
@@ -488,22 +491,16 @@ fn back_substitute(
         }
         // Each neuron's linear bound on the side its coefficient's sign asks for: its offset is
         // concretized, its slope carries the coefficient down to the layer's `dz`.
-        for (r, mut row) in coef.rows_mut().into_iter().enumerate() {
-            for (a, pass) in row.iter_mut().zip(&passes[l - 1]) {
-                if *a == 0.0 {
-                    continue;
-                }
-                let (slope, offset) = if *a > 0.0 {
-                    (pass.upper_slope, pass.upper_offset)
-                } else {
-                    (pass.lower_slope, pass.lower_offset)
-                };
-                let t = *a * offset;
-                bound[r] += t;
-                magnitude[r] += t.abs();
-                *a *= slope;
-            }
-        }
+        let pass = &passes[l - 1];
+        let column = |f: fn(&Pass) -> f64| pass.iter().map(f).collect::<Array1<f64>>();
+        let (upper_slope, upper_offset) = (column(|p| p.upper_slope), column(|p| p.upper_offset));
+        let (lower_slope, lower_offset) = (column(|p| p.lower_slope), column(|p| p.lower_offset));
+        let positive = coef.mapv(|a| a.max(0.0));
+        let negative = &coef - &positive;
+        bound += &(positive.dot(&upper_offset) + negative.dot(&lower_offset));
+        magnitude += &(positive.dot(&upper_offset.mapv(f64::abs))
+            - negative.dot(&lower_offset.mapv(f64::abs)));
+        coef = positive * &upper_slope + negative * &lower_slope;
     }
     concretize(&coef, input_deviation, &mut bound, &mut magnitude);
     bound
