@@ -11,6 +11,7 @@ pub mod bounds;
 pub mod branching;
 pub mod differential;
 pub mod encode;
+mod epsilon;
 mod falsify;
 pub mod quantized;
 mod region;
