@@ -200,7 +200,12 @@ impl<'a> LoopState<'a> {
                 return Ok(StopReason::NoBoxLeft);
             }
             let round_start = Instant::now();
-            let Some(genes) = self.propose() else {
+            let proposed = self.propose();
+            // The search itself can take seconds; it stops at the limit, and so does the run.
+            if self.start.elapsed() >= self.options.time_limit {
+                return Ok(StopReason::TimeLimit);
+            }
+            let Some(genes) = proposed else {
                 if self.phase == Phase::Lowering {
                     return Ok(StopReason::NothingLower);
                 }

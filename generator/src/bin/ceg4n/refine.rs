@@ -155,14 +155,24 @@ pub(crate) fn write_reports(report: &RefineReport, out: &Path) -> Result<PathBuf
 
 pub(crate) fn print_refine_summary(r: &RefineReport) {
     match (&r.weight_bits, &r.activation_bits, r.input_bits) {
-        (Some(w), Some(a), Some(i)) => println!(
-            "{}: weights {w:?} bits, activations {a:?} bits, input {i} bits",
-            if r.verified {
-                "verified"
-            } else {
-                "NOT verified"
-            }
-        ),
+        (Some(w), Some(a), Some(i)) => {
+            // Undecided boxes are left out of the claim: the verdict line says so itself.
+            let undecided = r
+                .boxes
+                .iter()
+                .filter(|b| b.status == ceg4n::verify::Status::Unknown)
+                .count();
+            let verdict = match (r.verified, undecided) {
+                (false, _) => "NOT verified".to_string(),
+                (true, 0) => "verified".to_string(),
+                (true, open) => format!(
+                    "verified except {open} undecided box(es), not claimed ({} of {} proved)",
+                    r.proved,
+                    r.boxes.len()
+                ),
+            };
+            println!("{verdict}: weights {w:?} bits, activations {a:?} bits, input {i} bits")
+        }
         _ => println!("no candidate configuration"),
     }
     if let (Some(storage), Some(paper)) = (r.weight_storage_bits, r.paper_storage_bits) {
