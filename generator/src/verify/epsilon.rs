@@ -6,40 +6,10 @@ use std::time::Instant;
 
 use super::bounds::{self, float_bounds};
 use super::region::{Outcome, Query, Region};
-use super::{differential, midpoint, Quantized};
-use crate::ir::Network;
-
-/// Bounds of each dequantized logit minus the float one over the box: the differential bound
-/// of the integer network (with `model`), else the two networks' bounds subtracted.
-pub(crate) fn deviation_bounds(
-    net: &Network,
-    quantized: Quantized,
-    model: Option<&differential::DeviationModel>,
-    fb: &bounds::FloatBounds,
-    lower: &[f64],
-    upper: &[f64],
-) -> Vec<bounds::Interval<f64>> {
-    if let (Quantized::Integer(int), Some(model)) = (quantized, model) {
-        let ib = bounds::int_bounds(int, lower, upper);
-        // Never looser than the subtraction: it is intersected with it layer by layer.
-        if let Some(dev) = model.deviation(net, int, fb, &ib, lower, upper) {
-            return dev.logits().to_vec();
-        }
-    }
-    let float = fb.pre.last().cloned().unwrap_or_default();
-    let dequantized = quantized.dequantized_bounds(lower, upper);
-    float
-        .iter()
-        .zip(&dequantized)
-        .map(|(f, q)| bounds::Interval {
-            lo: q.lo - f.hi,
-            hi: q.hi - f.lo,
-        })
-        .collect()
-}
+use super::{midpoint, Quantized};
 
 /// How far the deviation bounds reach beyond `[-eps, eps]` (at most 0: the box is proved).
-pub(crate) fn deviation_excess(deviations: &[bounds::Interval<f64>], eps: f64) -> f64 {
+fn deviation_excess(deviations: &[bounds::Interval<f64>], eps: f64) -> f64 {
     deviations
         .iter()
         .map(|d| (d.hi - eps).max(-d.lo - eps))
@@ -69,20 +39,17 @@ pub(crate) fn deviation_queries(deviations: &[bounds::Interval<f64>], eps: f64) 
 }
 
 /// A part of a box, how far its deviation bounds exceed eps, and the input to split it along.
-pub(crate) struct Part {
-    pub(crate) lower: Vec<f64>,
-    pub(crate) upper: Vec<f64>,
-    pub(crate) excess: f64,
-    pub(crate) split: Option<usize>,
+struct Part {
+    lower: Vec<f64>,
+    upper: Vec<f64>,
+    excess: f64,
+    split: Option<usize>,
 }
 
-/// The input with the largest [`bounds::FloatBounds::influence`] (the widest, scaled by its
-/// first layer's weights, when no neuron is unstable); `None` when every input is a point.
-pub(crate) fn widest_influence(
-    fb: &bounds::FloatBounds,
-    lower: &[f64],
-    upper: &[f64],
-) -> Option<usize> {
+/// The input with the largest [`bounds::FloatBounds::influence`]; `None` when no neuron is
+/// unstable (the caller then splits the input that moves the first layer most) or every input
+/// is a point.
+fn widest_influence(fb: &bounds::FloatBounds, lower: &[f64], upper: &[f64]) -> Option<usize> {
     let splittable = |i: &usize| upper[*i] > lower[*i];
     if fb.influence.iter().all(|v| *v == 0.0) {
         return None;
@@ -97,32 +64,59 @@ pub(crate) fn widest_influence(
 pub(crate) const BOUND_SPLIT_MAX_INPUTS: usize = 16;
 
 impl Region<'_> {
+    /// Bounds of each dequantized logit minus the float one over the box: the differential
+    /// bound of the integer network, else the two networks' bounds subtracted.
+    pub(crate) fn deviation_bounds(
+        &self,
+        fb: &bounds::FloatBounds,
+        lower: &[f64],
+        upper: &[f64],
+    ) -> Vec<bounds::Interval<f64>> {
+        let (net, quantized) = (self.cmp.float, self.cmp.quantized);
+        if let (Quantized::Integer(int), Some(model)) = (quantized, self.deviation_model()) {
+            let ib = bounds::int_bounds(int, lower, upper);
+            // Never looser than the subtraction: it is intersected with it layer by layer.
+            if let Some(dev) = model.deviation(net, int, fb, &ib, lower, upper) {
+                return dev.logits().to_vec();
+            }
+        }
+        let float = fb.pre.last().cloned().unwrap_or_default();
+        let dequantized = quantized.dequantized_bounds(lower, upper);
+        float
+            .iter()
+            .zip(&dequantized)
+            .map(|(f, q)| bounds::Interval {
+                lo: q.lo - f.hi,
+                hi: q.hi - f.lo,
+            })
+            .collect()
+    }
+
+    /// The part `[lower, upper]` bounded: its excess over eps and the input to split it along.
+    fn part(&self, lower: Vec<f64>, upper: Vec<f64>, eps: f64) -> Part {
+        let fb = float_bounds(self.cmp.float, &lower, &upper);
+        let excess = deviation_excess(&self.deviation_bounds(&fb, &lower, &upper), eps);
+        let split = widest_influence(&fb, &lower, &upper);
+        Part {
+            lower,
+            upper,
+            excess,
+            split,
+        }
+    }
+
     /// Decides an ε-equivalence box of few inputs by bounds alone: bisects it (depth first)
     /// until the differential bounds exclude every deviation beyond `eps` on each part, or a
-    /// part's centre violates the property. `whole` is the box with its excess
-    /// ([`deviation_excess`]). Deep networks over a box defeat the solver, while the bounds of
+    /// part's centre violates the property. Deep networks over a box defeat the solver, while the bounds of
     /// small boxes are nearly exact and cost microseconds.
-    pub(crate) fn split_by_bounds(&self, whole: Part, eps: f64, deadline: Instant) -> Outcome {
-        let (lower, upper) = (whole.lower.clone(), whole.upper.clone());
-        let part = |lo: Vec<f64>, hi: Vec<f64>| {
-            let fb = float_bounds(self.cmp.float, &lo, &hi);
-            let deviations = deviation_bounds(
-                self.cmp.float,
-                self.cmp.quantized,
-                self.deviation_model(),
-                &fb,
-                &lo,
-                &hi,
-            );
-            let excess = deviation_excess(&deviations, eps);
-            let split = widest_influence(&fb, &lo, &hi);
-            Part {
-                lower: lo,
-                upper: hi,
-                excess,
-                split,
-            }
-        };
+    pub(crate) fn split_by_bounds(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        eps: f64,
+        deadline: Instant,
+    ) -> Outcome {
+        let whole = self.part(lower.to_vec(), upper.to_vec(), eps);
         let mut stack = vec![whole];
         let mut parts = 0usize;
         while let Some(Part {
@@ -139,7 +133,7 @@ impl Region<'_> {
                 let volume = |lo: &[f64], hi: &[f64]| -> f64 {
                     lo.iter()
                         .zip(hi)
-                        .zip(lower.iter().zip(&upper))
+                        .zip(lower.iter().zip(upper))
                         .filter(|(_, (l, u))| u > l)
                         .map(|((a, b), (l, u))| (b - a) / (u - l))
                         .product()
@@ -162,8 +156,8 @@ impl Region<'_> {
             }
             // The input whose range accounts for most of the unstable neurons' relaxation
             // error (ReluVal's smear), else the one that moves the first layer most. On ACAS
-            // Xu 1_1 (16/16, ε 0.05) this takes 65 parts where the first layer's rule took 372
-            // (box 4.1), 50 where it took 2254 (box 9.1).
+            // Xu 1_1 (16/16, ε 0.05) this takes 53 parts where the first layer's rule took 372
+            // (box 4.1), 46 where it took 2254 (box 9.1).
             let halvable = |d: &usize| {
                 let mid = 0.5 * (lo[*d] + hi[*d]);
                 mid > lo[*d] && mid < hi[*d]
@@ -183,8 +177,8 @@ impl Region<'_> {
             let (mut left_hi, mut right_lo) = (hi.clone(), lo.clone());
             left_hi[dim] = mid;
             right_lo[dim] = mid;
-            let left = part(lo, left_hi);
-            let right = part(right_lo, hi);
+            let left = self.part(lo, left_hi, eps);
+            let right = self.part(right_lo, hi, eps);
             stack.extend([right, left]);
         }
         if std::env::var_os("CEG4N_DEBUG").is_some() {

@@ -5,10 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::bounds::{float_bounds, float_logit_differences};
 use super::branching::{self, Branched};
-use super::epsilon::{
-    deviation_bounds, deviation_excess, deviation_queries, widest_influence, Part,
-    BOUND_SPLIT_MAX_INPUTS,
-};
+use super::epsilon::{deviation_queries, BOUND_SPLIT_MAX_INPUTS};
 use super::*;
 use super::{falsify::*, solver::*, verdict::*};
 use crate::ir::Network;
@@ -215,18 +212,10 @@ impl Region<'_> {
                 decision,
             ),
             Equivalence::Epsilon(eps) => {
-                let deviations =
-                    deviation_bounds(net, quantized, self.deviation_model(), &fb, lower, upper);
+                let deviations = self.deviation_bounds(&fb, lower, upper);
                 let queries = deviation_queries(&deviations, eps);
                 if !queries.is_empty() && depth == 0 && lower.len() <= BOUND_SPLIT_MAX_INPUTS {
-                    let excess = deviation_excess(&deviations, eps);
-                    let part = Part {
-                        lower: lower.to_vec(),
-                        upper: upper.to_vec(),
-                        excess,
-                        split: widest_influence(&fb, lower, upper),
-                    };
-                    return self.split_by_bounds(part, eps, deadline);
+                    return self.split_by_bounds(lower, upper, eps, deadline);
                 }
                 queries
             }
