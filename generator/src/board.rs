@@ -44,6 +44,13 @@ pub const SUPPORTED_TARGETS: &[&str] = &[
 static BUNDLED: include_dir::Dir = include_dir::include_dir!("$CARGO_MANIFEST_DIR/../boards");
 
 impl Board {
+    /// Whether the core has the Armv7E-M DSP extension (two 16-bit multiply-accumulates per
+    /// instruction, `SMLAD`): every `thumbv7em` core (Cortex-M4, M7). The generator lays out
+    /// weights for the paired kernels there.
+    pub fn has_dsp(&self) -> bool {
+        self.target.starts_with("thumbv7em")
+    }
+
     /// Parses and checks one board file's text; `origin` names it in errors.
     pub fn parse(text: &str, origin: &str) -> Result<Board> {
         let board: Board = toml::from_str(text).map_err(|e| {

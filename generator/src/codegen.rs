@@ -10,11 +10,24 @@ use minijinja::{context, Environment};
 use serde::Serialize;
 
 use crate::board::Board;
-use crate::int_model::{AccWidth, Bias, IntNetwork, LayerOutput};
-use ceg4n_runtime::Packed;
+use crate::int_model::{AccWidth, Bias, IntLayer, IntNetwork, LayerOutput};
+use ceg4n_runtime::{Packed, PairedWords};
 
 /// ceg4n-runtime's source, vendored into every generated crate.
 pub const RUNTIME_SOURCE: &str = include_str!("../../runtime-nostd/src/lib.rs");
+
+/// ceg4n-runtime's source files (path under `src/`, text), vendored byte for byte.
+pub const RUNTIME_FILES: &[(&str, &str)] = &[
+    ("lib.rs", RUNTIME_SOURCE),
+    (
+        "paired.rs",
+        include_str!("../../runtime-nostd/src/paired.rs"),
+    ),
+    (
+        "arm_dsp.rs",
+        include_str!("../../runtime-nostd/src/arm_dsp.rs"),
+    ),
+];
 
 /// The marker file that identifies a directory as generated (and so safe to replace).
 pub const MARKER: &str = ".ceg4n-generated";
@@ -170,7 +183,11 @@ struct LayerView {
     weight_type: &'static str,
     weights: String,
     weight_len: usize,
-    packed: bool,
+    layout: WeightLayout,
+    /// The kernel's name suffix and its weights argument, e.g. `_paired` and
+    /// `PairedWords::new(&W0, 8)`.
+    kernel_suffix: &'static str,
+    weights_arg: String,
     corrupted: String,
     acc_type: &'static str,
     bias: String,
@@ -210,15 +227,79 @@ pub struct Memory {
 
 pub use crate::int_model::PACK_BELOW_BITS;
 
+/// How the device stores a layer's weights; the generator picks one per layer
+/// ([`WeightLayout::choose`]) and the kernels that read it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum WeightLayout {
+    /// One `i8` or `i16` per weight, row-major (`dense_*`).
+    Plain,
+    /// Bit-packed back to back (`Packed`, `dense_*_packed`): widths below [`PACK_BELOW_BITS`].
+    Packed,
+    /// 8-, 4- or 2-bit weights in words ordered for two multiply-accumulates per instruction,
+    /// rows padded to whole words (`PairedWords`, `dense_*_paired`): DSP cores only.
+    Paired,
+}
+
+/// The most flash the paired layout's row padding may add to a layer's weights, in percent
+/// of its plain or packed size (the crate's flash must not grow for the speed).
+const PAIRED_MAX_PADDING_PERCENT: usize = 10;
+
+impl WeightLayout {
+    /// The layout of `layer` on `board`; `input_fits_16` says whether the layer's input type
+    /// fits a 16-bit lane (`i8`, `u8`, `i16`).
+    pub fn choose(layer: &IntLayer, board: &Board, input_fits_16: bool) -> WeightLayout {
+        let bits = layer.weight_bits;
+        let unpaired = if bits < PACK_BELOW_BITS {
+            WeightLayout::Packed
+        } else {
+            WeightLayout::Plain
+        };
+        let paired_bytes = 4 * layer.outputs * PairedWords::words_per_row(layer.inputs, bits);
+        let unpaired_bytes = weight_bytes(&layer.weights, bits);
+        // The paired loop sums products scaled by 2^(8 - bits) in 32 bits: the proven
+        // accumulator bound, scaled, must stay below 2^31.
+        let scaled_bound_fits = layer
+            .accumulator_bound
+            .checked_shl(8 - bits.min(8))
+            .is_some_and(|b| b < 1i128 << 31);
+        let eligible = board.has_dsp()
+            && matches!(bits, 2 | 4 | 8)
+            && layer.accumulator == AccWidth::I32
+            && input_fits_16
+            && scaled_bound_fits
+            && paired_bytes * 100 <= unpaired_bytes * (100 + PAIRED_MAX_PADDING_PERCENT);
+        if eligible {
+            WeightLayout::Paired
+        } else {
+            unpaired
+        }
+    }
+}
+
 /// How a layer's weights are stored: element type and the array's contents (packed exactly as
-/// the host model evaluates them).
-fn stored_weights(weights: &[i16], bits: u32) -> (&'static str, Vec<String>) {
-    if let Some(bytes) = crate::int_model::pack_weights(weights, bits) {
-        ("u8", bytes.iter().map(|b| b.to_string()).collect())
-    } else if bits <= 8 {
-        ("i8", weights.iter().map(|w| w.to_string()).collect())
-    } else {
-        ("i16", weights.iter().map(|w| w.to_string()).collect())
+/// the host model evaluates them, or paired for the DSP kernels).
+fn stored_weights(
+    weights: &[i16],
+    inputs: usize,
+    bits: u32,
+    layout: WeightLayout,
+) -> (&'static str, Vec<String>) {
+    match layout {
+        WeightLayout::Paired => {
+            let rows = weights.len() / inputs.max(1);
+            let mut words = vec![0u32; rows * PairedWords::words_per_row(inputs, bits)];
+            PairedWords::pack_into(weights, inputs, bits, &mut words);
+            ("u32", words.iter().map(|w| format!("{w:#010x}")).collect())
+        }
+        WeightLayout::Packed => {
+            let bytes = crate::int_model::pack_weights(weights, bits).unwrap_or_default();
+            ("u8", bytes.iter().map(|b| b.to_string()).collect())
+        }
+        WeightLayout::Plain if bits <= 8 => {
+            ("i8", weights.iter().map(|w| w.to_string()).collect())
+        }
+        WeightLayout::Plain => ("i16", weights.iter().map(|w| w.to_string()).collect()),
     }
 }
 
@@ -308,13 +389,31 @@ fn buffer_type(net: &IntNetwork) -> (&'static str, usize) {
 }
 
 impl CrateSpec<'_> {
+    /// How each layer's weights are stored on this spec's board.
+    pub fn layouts(&self) -> Vec<WeightLayout> {
+        // Hidden activations share one buffer type; the input is `i8` or `i16`.
+        let hidden_fits_16 = buffer_type(self.net).0 != "u16";
+        self.net
+            .layers
+            .iter()
+            .enumerate()
+            .map(|(i, l)| WeightLayout::choose(l, self.board, i == 0 || hidden_fits_16))
+            .collect()
+    }
+
     /// Memory figures of the generated arrays.
     pub fn memory(&self) -> Memory {
         let net = self.net;
         let weight_bytes = net
             .layers
             .iter()
-            .map(|l| weight_bytes(&l.weights, l.weight_bits))
+            .zip(self.layouts())
+            .map(|(l, layout)| match layout {
+                WeightLayout::Paired => {
+                    4 * l.outputs * PairedWords::words_per_row(l.inputs, l.weight_bits)
+                }
+                WeightLayout::Plain | WeightLayout::Packed => weight_bytes(&l.weights, l.weight_bits),
+            })
             .sum();
         let parameter_bytes = net
             .layers
@@ -352,12 +451,25 @@ impl CrateSpec<'_> {
         if net.layers.is_empty() {
             bail!("the network has no layers");
         }
+        let layouts = self.layouts();
         let layers: Vec<LayerView> = net
             .layers
             .iter()
+            .zip(&layouts)
             .enumerate()
-            .map(|(index, l)| {
-                let (wt, stored) = stored_weights(&l.weights, l.weight_bits);
+            .map(|(index, (l, &layout))| {
+                let (wt, stored) = stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
+                let (kernel_suffix, weights_arg) = match layout {
+                    WeightLayout::Plain => ("", format!("&W{index}")),
+                    WeightLayout::Packed => (
+                        "_packed",
+                        format!("Packed::new(&W{index}, {})", l.weight_bits),
+                    ),
+                    WeightLayout::Paired => (
+                        "_paired",
+                        format!("&mut pairs, PairedWords::new(&W{index}, {})", l.weight_bits),
+                    ),
+                };
                 let (at, _) = acc_type(l.accumulator);
                 let bias = match &l.bias {
                     Bias::I32(b) => list(b),
@@ -397,14 +509,21 @@ impl CrateSpec<'_> {
                     weight_type: wt,
                     weight_len: stored.len(),
                     corrupted: if index == 0 {
-                        stored_weights(&corrupted_first_layer(net, &self.vectors), l.weight_bits)
-                            .1
-                            .join(", ")
+                        stored_weights(
+                            &corrupted_first_layer(net, &self.vectors),
+                            l.inputs,
+                            l.weight_bits,
+                            layout,
+                        )
+                        .1
+                        .join(", ")
                     } else {
                         String::new()
                     },
                     weights: stored.join(", "),
-                    packed: l.weight_bits < PACK_BELOW_BITS,
+                    layout,
+                    kernel_suffix,
+                    weights_arg,
                     acc_type: at,
                     bias,
                     hidden,
@@ -425,19 +544,23 @@ impl CrateSpec<'_> {
             .max()
             .unwrap_or(1);
         let memory = self.memory();
-        let uses = |hidden: bool, packed: bool| {
+        let uses = |hidden: bool, layout: WeightLayout| {
             layers
                 .iter()
-                .any(|l| l.hidden == hidden && l.packed == packed)
+                .any(|l| l.hidden == hidden && l.layout == layout)
         };
+        let any = |layout: WeightLayout| layers.iter().any(|l| l.layout == layout);
         let mut imports = vec!["argmax"];
         for (name, used) in [
-            ("dense_accumulate", uses(false, false)),
-            ("dense_accumulate_packed", uses(false, true)),
-            ("dense_requantize", uses(true, false)),
-            ("dense_requantize_packed", uses(true, true)),
+            ("dense_accumulate", uses(false, WeightLayout::Plain)),
+            ("dense_accumulate_packed", uses(false, WeightLayout::Packed)),
+            ("dense_accumulate_paired", uses(false, WeightLayout::Paired)),
+            ("dense_requantize", uses(true, WeightLayout::Plain)),
+            ("dense_requantize_packed", uses(true, WeightLayout::Packed)),
+            ("dense_requantize_paired", uses(true, WeightLayout::Paired)),
             ("ActRange", layers.iter().any(|l| l.hidden)),
-            ("Packed", layers.iter().any(|l| l.packed)),
+            ("Packed", any(WeightLayout::Packed)),
+            ("PairedWords", any(WeightLayout::Paired)),
             ("Requant", layers.iter().any(|l| l.hidden)),
         ] {
             if used {
@@ -461,6 +584,14 @@ impl CrateSpec<'_> {
             logit_scale => list(last.acc_scale.iter().map(|s| format!("{s:e}"))),
             buffer_type => buffer_type(net).0,
             hidden_max => hidden_max,
+            // Scratch of the paired kernels: the widest paired layer's activation pairs.
+            pairs_len => net
+                .layers
+                .iter()
+                .zip(&layouts)
+                .filter(|(_, layout)| **layout == WeightLayout::Paired)
+                .map(|(l, _)| PairedWords::pairs_for(l.inputs, l.weight_bits))
+                .max(),
             memory => memory,
             certificate => &self.certificate,
             vectors => self.vectors.iter().map(|v| context! {
@@ -480,7 +611,9 @@ impl CrateSpec<'_> {
 
     fn render(&self) -> Result<Vec<(String, String)>> {
         let mut files = render_all(TEMPLATES, &self.context()?)?;
-        files.push(("runtime/src/lib.rs".into(), RUNTIME_SOURCE.into()));
+        for (file, text) in RUNTIME_FILES {
+            files.push((format!("runtime/src/{file}"), (*text).into()));
+        }
         files.push((
             MARKER.into(),
             "This directory was written by `ceg4n generate`; it may replace it.\n".into(),

@@ -47,9 +47,51 @@ impl FirmwareVariant {
     }
 }
 
-/// Builds the firmware crate in `dir` for its board (release) as `variant`; returns the ELF.
-/// `target_dir` lets several firmware builds share compiled dependencies.
-pub fn build_firmware(dir: &Path, target_dir: &Path, variant: FirmwareVariant) -> Result<PathBuf> {
+/// Which row loop the firmware's paired layers run (those exist on DSP boards only; elsewhere
+/// both choices build the same program).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub enum Kernels {
+    /// The generated crate's default: safe Rust.
+    #[serde(rename = "safe")]
+    Safe,
+    /// The crate's opt-in `arm-dsp` feature: the loop in Arm assembly (SXTB16, SMLAD).
+    #[serde(rename = "arm-dsp")]
+    ArmDsp,
+}
+
+impl Kernels {
+    /// The firmware crate's cargo feature for this choice.
+    pub fn feature(self) -> Option<&'static str> {
+        match self {
+            Kernels::Safe => None,
+            Kernels::ArmDsp => Some("arm-dsp"),
+        }
+    }
+
+    /// The choices worth telling apart on `board`: both on a DSP core, else the default only.
+    pub fn on(board: &Board) -> &'static [Kernels] {
+        if board.has_dsp() {
+            &[Kernels::Safe, Kernels::ArmDsp]
+        } else {
+            &[Kernels::Safe]
+        }
+    }
+}
+
+impl std::fmt::Display for Kernels {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.feature().unwrap_or("safe"))
+    }
+}
+
+/// Builds the firmware crate in `dir` for its board (release) as `variant` with `kernels`;
+/// returns the ELF. `target_dir` lets several firmware builds share compiled dependencies.
+pub fn build_firmware(
+    dir: &Path,
+    target_dir: &Path,
+    variant: FirmwareVariant,
+    kernels: Kernels,
+) -> Result<PathBuf> {
     // Absolute: cargo resolves a relative CARGO_TARGET_DIR against the firmware directory.
     std::fs::create_dir_all(target_dir)
         .with_context(|| format!("{}: cannot create", target_dir.display()))?;
@@ -60,8 +102,12 @@ pub fn build_firmware(dir: &Path, target_dir: &Path, variant: FirmwareVariant) -
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target_dir)
         .env_remove("RUSTFLAGS");
-    if let Some(feature) = variant.feature() {
-        cmd.args(["--features", feature]);
+    let features: Vec<&str> = [variant.feature(), kernels.feature()]
+        .into_iter()
+        .flatten()
+        .collect();
+    if !features.is_empty() {
+        cmd.args(["--features", &features.join(",")]);
     }
     let out = cmd
         .output()
@@ -406,6 +452,10 @@ pub struct DeviceBench {
     pub board: String,
     /// Core.
     pub core: String,
+    /// The row loop of the paired layers (the crate's default, or its opt-in `arm-dsp`).
+    pub kernels: Kernels,
+    /// How each layer's weights are stored (`plain`, `packed`, `paired`).
+    pub layouts: Vec<crate::codegen::WeightLayout>,
     /// Multiply-accumulates per inference.
     pub macs: usize,
     /// Guest instructions per inference (QEMU TCG count; QEMU does not model cycles).
@@ -421,14 +471,19 @@ pub struct DeviceBench {
     pub weight_bytes_elf: u64,
     /// Weight arrays as the generator computed them.
     pub weight_bytes_generated: usize,
+    /// The model's own flash: code, weights and parameters (an image with one inference call
+    /// minus the same image without it; see [`measure_memory`]).
+    pub model_flash_bytes: u64,
 }
 
 /// Writes `spec`'s crate and firmware under `work`, counts instructions per inference (a
-/// 10-pass run minus an inference-free baseline) and reads the test firmware's memory.
+/// 10-pass run minus an inference-free baseline) with `kernels`, and reads the test
+/// firmware's and the model's flash.
 pub fn bench_device(
     spec: &crate::codegen::CrateSpec,
     work: &Path,
     plugin: &Path,
+    kernels: Kernels,
 ) -> Result<DeviceBench> {
     let board = spec.board;
     spec.write(&work.join("crate"), true)?;
@@ -438,17 +493,20 @@ pub fn bench_device(
     let timeout = Duration::from_secs(300);
     let mut counts = Vec::new();
     for variant in [FirmwareVariant::Bench, FirmwareVariant::BenchBaseline] {
-        let elf = build_firmware(&firmware, &target, variant)?;
+        let elf = build_firmware(&firmware, &target, variant, kernels)?;
         counts.push(count_instructions(board, &elf, plugin, timeout)?);
     }
-    let elf = build_firmware(&firmware, &target, FirmwareVariant::Check)?;
+    let elf = build_firmware(&firmware, &target, FirmwareVariant::Check, kernels)?;
     let memory = elf_memory(&elf)?;
+    let model = measure_memory(spec, None, work, &target, timeout, kernels)?;
     let inferences = 10 * spec.vectors.len();
     let per_inference = counts[0].saturating_sub(counts[1]) as f64 / inferences.max(1) as f64;
     let macs: usize = spec.net.layers.iter().map(|l| l.inputs * l.outputs).sum();
     Ok(DeviceBench {
         board: board.name.clone(),
         core: board.core.clone(),
+        kernels,
+        layouts: spec.layouts(),
         macs,
         instructions_per_inference: per_inference,
         instructions_per_mac: per_inference / macs.max(1) as f64,
@@ -456,6 +514,7 @@ pub fn bench_device(
         ram_bytes: memory.ram_bytes,
         weight_bytes_elf: memory.weight_bytes,
         weight_bytes_generated: spec.memory().weight_bytes,
+        model_flash_bytes: model.model_flash_bytes,
     })
 }
 
@@ -487,12 +546,13 @@ pub fn measure_memory(
     work: &Path,
     target_dir: &Path,
     timeout: Duration,
+    kernels: Kernels,
 ) -> Result<MeasuredMemory> {
     spec.write(&work.join("crate"), true)?;
     spec.write_firmware(&work.join("firmware"), true)?;
     let firmware = work.join("firmware");
     // Both images land at the same path: keep a copy of the measuring one.
-    let built = build_firmware(&firmware, target_dir, FirmwareVariant::MeasureMemory)?;
+    let built = build_firmware(&firmware, target_dir, FirmwareVariant::MeasureMemory, kernels)?;
     let with = work.join("measure-memory.elf");
     std::fs::copy(&built, &with).with_context(|| format!("{}: cannot copy", built.display()))?;
     let with_memory = elf_memory(&with)?;
@@ -500,6 +560,7 @@ pub fn measure_memory(
         &firmware,
         target_dir,
         FirmwareVariant::MeasureMemoryBaseline,
+        kernels,
     )?)?;
     let stack = match emulated {
         None => Err(format!(
@@ -542,12 +603,13 @@ pub fn run_model(
     work: &Path,
     target_dir: &Path,
     variant: FirmwareVariant,
+    kernels: Kernels,
     timeout: Duration,
     force: bool,
 ) -> Result<(Comparison, QemuRun)> {
     spec.write(&work.join("crate"), force)?;
     spec.write_firmware(&work.join("firmware"), force)?;
-    let elf = build_firmware(&work.join("firmware"), target_dir, variant)?;
+    let elf = build_firmware(&work.join("firmware"), target_dir, variant, kernels)?;
     let run = run_qemu(spec.board, &elf, timeout)?;
     Ok((compare(&spec.vectors, &run.stdout), run))
 }

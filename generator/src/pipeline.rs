@@ -344,17 +344,25 @@ pub fn run_on_board(
         out,
         &out.join("target"),
         crate::hil::FirmwareVariant::Check,
+        crate::hil::Kernels::Safe,
         Duration::from_secs(300),
         false,
     )?;
-    let bench = crate::hil::build_plugin(&out.join("plugin"))
-        .and_then(|plugin| crate::hil::bench_device(&spec, &out.join("bench"), &plugin));
+    let bench = crate::hil::build_plugin(&out.join("plugin")).and_then(|plugin| {
+        crate::hil::bench_device(
+            &spec,
+            &out.join("bench"),
+            &plugin,
+            crate::hil::Kernels::Safe,
+        )
+    });
     let measured = crate::hil::measure_memory(
         &spec,
         Some(board),
         &out.join("memory"),
         &out.join("target"),
         Duration::from_secs(60),
+        crate::hil::Kernels::Safe,
     );
     let memory = spec.memory();
     let bench_ok = bench.as_ref().ok();
@@ -589,13 +597,14 @@ impl VerifyBoxes<'_> {
 /// `ceg4n hil`: generates the crate and its test firmware for an emulated board under `out`,
 /// runs it under QEMU (killed after `timeout`) and compares every device output with the host
 /// model. `corrupt_weight` (test-only) flips a first-layer weight in the firmware: the
-/// comparison must then fail.
+/// comparison must then fail. `kernels` picks the paired layers' row loop.
 pub fn hil_on_board(
     source: CrateSource,
     board: &crate::board::Board,
     out: &Path,
     timeout: std::time::Duration,
     corrupt_weight: bool,
+    kernels: crate::hil::Kernels,
 ) -> Result<(crate::hil::Comparison, crate::hil::QemuRun)> {
     require_emulated(board)?;
     let prepared = prepare_crate(source, None)?;
@@ -605,7 +614,15 @@ pub fn hil_on_board(
     } else {
         crate::hil::FirmwareVariant::Check
     };
-    crate::hil::run_model(&spec, out, &out.join("target"), variant, timeout, false)
+    crate::hil::run_model(
+        &spec,
+        out,
+        &out.join("target"),
+        variant,
+        kernels,
+        timeout,
+        false,
+    )
 }
 
 /// Fails (a device error) unless QEMU emulates `board`: device results are read back from

@@ -5,7 +5,8 @@
 //! source, and the SMT encoding of the verifier is tested against it. A proof is only worth
 //! something if it is about this code.
 //!
-//! The crate is `no_std`, allocates nothing, uses no floating point and no `unsafe`, and every
+//! The crate is `no_std`, allocates nothing, uses no floating point and no `unsafe` (but for
+//! the opt-in `arm-dsp` feature's assembly, see [`PairedWords`]), and every
 //! function is total: no input makes it panic (slices of mismatched length are truncated to the
 //! shortest, as [`Iterator::zip`] does; integer arithmetic is explicitly wrapping where the
 //! generator proves that no wrap can happen, and saturating or clamped elsewhere).
@@ -25,8 +26,18 @@
 //! predicted class is [`argmax`] of them, the lowest index winning ties.
 
 #![no_std]
-#![forbid(unsafe_code)]
+// No unsafe code at all, unless the opt-in `arm-dsp` feature brings the one module of Arm
+// assembly (`arm_dsp.rs`, the paired kernels' row loop); nothing else may use `unsafe` then.
+#![cfg_attr(not(feature = "arm-dsp"), forbid(unsafe_code))]
+#![cfg_attr(feature = "arm-dsp", deny(unsafe_code))]
 #![deny(missing_docs)]
+
+#[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+mod arm_dsp;
+mod paired;
+pub use paired::{
+    dense_accumulate_paired, dense_requantize_paired, widen_pairs, Lane16, PairedWords,
+};
 
 /// Smallest supported width in bits of weights and activations.
 pub const MIN_BITS: u32 = 2;

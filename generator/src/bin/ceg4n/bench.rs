@@ -290,14 +290,31 @@ fn bench_hil(
     let bits = source.quant.spec();
     let prepared = prepare_crate(source.source(report.as_ref(), &bits)?, None)?;
     let plugin = ceg4n::hil::build_plugin(&out.join("plugin"))?;
+    // The network's shape and bits, e.g. `784-256-256-10 w8,8,8`.
+    let net = &prepared.int_net;
+    let shape = std::iter::once(net.input_len())
+        .chain(net.layers.iter().map(|l| l.outputs))
+        .map(|n| n.to_string())
+        .collect::<Vec<_>>()
+        .join("-");
+    let weight_bits = net
+        .layers
+        .iter()
+        .map(|l| l.weight_bits.to_string())
+        .collect::<Vec<_>>()
+        .join(",");
+    let shape = format!("{shape} w{weight_bits}");
     if !as_json {
         println!(
-            "{:<12} {:<13} {:>6} {:>12} {:>9} {:>9} {:>8} {:>17}",
+            "{:<12} {:<11} {:<22} {:<8} {:>7} {:>12} {:>9} {:>11} {:>9} {:>8} {:>17}  layouts",
             "board",
             "core",
+            "shape",
+            "kernels",
             "MACs",
             "instr/infer",
             "instr/MAC",
+            "model flash",
             "flash B",
             "RAM B",
             "weights ELF/gen B"
@@ -310,21 +327,33 @@ fn bench_hil(
             bail!("board {name} is not emulated; bench hil runs on QEMU boards only");
         }
         let spec = prepared.spec(&board);
-        let row = ceg4n::hil::bench_device(&spec, &out.join(&board.name), &plugin)?;
-        if !as_json {
-            println!(
-                "{:<12} {:<13} {:>6} {:>12.1} {:>9.2} {:>9} {:>8} {:>17}",
-                row.board,
-                row.core,
-                row.macs,
-                row.instructions_per_inference,
-                row.instructions_per_mac,
-                row.flash_bytes,
-                row.ram_bytes,
-                format!("{}/{}", row.weight_bytes_elf, row.weight_bytes_generated)
-            );
+        for &kernels in ceg4n::hil::Kernels::on(&board) {
+            let work = out.join(format!("{}-{kernels}", board.name));
+            let row = ceg4n::hil::bench_device(&spec, &work, &plugin, kernels)?;
+            if !as_json {
+                let layouts: Vec<String> = row
+                    .layouts
+                    .iter()
+                    .map(|l| format!("{l:?}").to_lowercase())
+                    .collect();
+                println!(
+                    "{:<12} {:<11} {:<22} {:<8} {:>7} {:>12.1} {:>9.2} {:>11} {:>9} {:>8} {:>17}  {}",
+                    row.board,
+                    row.core,
+                    shape,
+                    row.kernels.to_string(),
+                    row.macs,
+                    row.instructions_per_inference,
+                    row.instructions_per_mac,
+                    row.model_flash_bytes,
+                    row.flash_bytes,
+                    row.ram_bytes,
+                    format!("{}/{}", row.weight_bytes_elf, row.weight_bytes_generated),
+                    layouts.join(",")
+                );
+            }
+            rows.push(row);
         }
-        rows.push(row);
     }
     if as_json {
         println!("{}", serde_json::to_string_pretty(&rows)?);

@@ -53,6 +53,7 @@ pub(crate) fn generate(
                 work.path(),
                 &std::env::temp_dir().join("ceg4n-firmware-target"),
                 Duration::from_secs(60),
+                ceg4n::hil::Kernels::Safe,
             )
         })();
         match measured {
@@ -87,8 +88,16 @@ pub(crate) fn hil(
     out: &Path,
     timeout: f64,
     corrupt_weight: bool,
+    kernels: ceg4n::hil::Kernels,
 ) -> Result<ExitCode> {
     let board = Board::find(board_dir, board)?;
+    if kernels == ceg4n::hil::Kernels::ArmDsp && !board.has_dsp() {
+        bail!(
+            "--arm-dsp: board {} ({}) has no DSP extension; it needs a thumbv7em core (Cortex-M4, M7)",
+            board.name,
+            board.core
+        );
+    }
     ceg4n::pipeline::require_emulated(&board)?;
     let report = source.load_report()?;
     let bits = source.quant.spec();
@@ -98,6 +107,7 @@ pub(crate) fn hil(
         out,
         Duration::from_secs_f64(timeout),
         corrupt_weight,
+        kernels,
     )?;
     for m in comparison.mismatches.iter().take(10) {
         println!("mismatch: {m}");
@@ -109,7 +119,7 @@ pub(crate) fn hil(
         println!("the firmware did not finish within {timeout} s (killed)");
     }
     println!(
-        "{}/{} vectors bit-exact on {} ({}, QEMU {}), {:.1} s",
+        "{}/{} vectors bit-exact on {} ({}, QEMU {}, {kernels} kernels), {:.1} s",
         comparison.bit_exact,
         comparison.total,
         board.name,
@@ -138,6 +148,7 @@ pub(crate) fn flash(board: &str, board_dir: Option<&Path>, crate_dir: &Path) -> 
         crate_dir,
         &crate_dir.join("target"),
         ceg4n::hil::FirmwareVariant::Check,
+        ceg4n::hil::Kernels::Safe,
     )?;
     let probe = ceg4n::flash::flash(&board, &elf)?;
     println!(

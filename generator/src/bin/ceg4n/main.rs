@@ -163,6 +163,10 @@ enum Command {
         /// Test-only: flip one first-layer weight in the firmware; the run must then fail.
         #[arg(long)]
         corrupt_weight: bool,
+        /// Build with the crate's opt-in `arm-dsp` feature (the paired layers' loop in Arm
+        /// assembly; DSP cores such as mps2-an386's Cortex-M4F).
+        #[arg(long)]
+        arm_dsp: bool,
         /// A folder of extra board files (the bundled boards are always known).
         #[arg(long, alias = "boards")]
         board_dir: Option<PathBuf>,
@@ -287,6 +291,7 @@ fn run(cli: Cli) -> Result<ExitCode> {
             out,
             timeout,
             corrupt_weight,
+            arm_dsp,
             board_dir,
         } => generate::hil(
             &source,
@@ -295,6 +300,11 @@ fn run(cli: Cli) -> Result<ExitCode> {
             &out,
             timeout,
             corrupt_weight,
+            if arm_dsp {
+                ceg4n::hil::Kernels::ArmDsp
+            } else {
+                ceg4n::hil::Kernels::Safe
+            },
         ),
         Command::Flash {
             board,
