@@ -180,15 +180,9 @@ struct LayerView {
     inputs: usize,
     outputs: usize,
     weight_bits: u32,
-    weight_type: &'static str,
-    weights: String,
-    weight_len: usize,
-    layout: WeightLayout,
-    /// The kernel's name suffix and its weights argument, e.g. `_paired` and
-    /// `PairedWords::new(&W0, 8)`.
-    kernel_suffix: &'static str,
-    weights_arg: String,
-    corrupted: String,
+    /// How the weights are stored: one entry, or two when the `arm-dsp` feature stores them
+    /// otherwise (each under its `cfg`).
+    storages: Vec<StorageView>,
     acc_type: &'static str,
     bias: String,
     hidden: bool,
@@ -198,6 +192,27 @@ struct LayerView {
     range_max: i32,
     act_bits: u32,
 }
+
+/// One way a layer's weights are stored, and the kernel call that reads them.
+#[derive(Serialize)]
+struct StorageView {
+    /// The `cfg` predicate that compiles this storage in (`None`: always).
+    cfg: Option<&'static str>,
+    layout: WeightLayout,
+    weight_type: &'static str,
+    weights: String,
+    weight_len: usize,
+    /// The first layer's weights with one negated (test-only), else empty.
+    corrupted: String,
+    /// The kernel's name suffix and its weights argument, e.g. `_paired` and
+    /// `&mut scratch, PairedWords::new(&W0, 8)`.
+    kernel_suffix: &'static str,
+    weights_arg: String,
+}
+
+/// The `cfg` predicates of the default build and of the `arm-dsp` build.
+const DEFAULT_BUILD: &str = "not(feature = \"arm-dsp\")";
+const ARM_DSP_BUILD: &str = "feature = \"arm-dsp\"";
 
 /// The class labels as the template writes them: the element type and the literals.
 fn label_view(labels: Option<&crate::ir::ClassLabels>) -> Option<minijinja::Value> {
@@ -241,39 +256,76 @@ pub enum WeightLayout {
     Paired,
 }
 
-/// The most flash the paired layout's row padding may add to a layer's weights, in percent
-/// of its plain or packed size (the crate's flash must not grow for the speed).
+/// The most flash the paired layout's row padding may add to the network's weights, in
+/// percent of their plain or packed size (the crate's flash must not grow for the speed).
 const PAIRED_MAX_PADDING_PERCENT: usize = 10;
 
 impl WeightLayout {
-    /// The layout of `layer` on `board`; `input_fits_16` says whether the layer's input type
-    /// fits a 16-bit lane (`i8`, `u8`, `i16`).
-    pub fn choose(layer: &IntLayer, board: &Board, input_fits_16: bool) -> WeightLayout {
-        let bits = layer.weight_bits;
-        let unpaired = if bits < PACK_BELOW_BITS {
+    /// The layout without the DSP path: plain, or bit-packed below [`PACK_BELOW_BITS`].
+    fn unpaired(layer: &IntLayer) -> WeightLayout {
+        if layer.weight_bits < PACK_BELOW_BITS {
             WeightLayout::Packed
         } else {
             WeightLayout::Plain
+        }
+    }
+
+    /// Whether `layer` can be paired: 8-, 4- or 2-bit weights, a 32-bit accumulator whose
+    /// proven bound still fits once scaled by `2^(8 - bits)` (the paired loop sums scaled
+    /// products), and inputs that fit a 16-bit lane (`input_fits_16`).
+    fn pairable(layer: &IntLayer, input_fits_16: bool) -> bool {
+        let bits = layer.weight_bits;
+        let scaled_bound_fits = matches!(bits, 2 | 4 | 8)
+            && layer
+                .accumulator_bound
+                .checked_shl(8 - bits)
+                .is_some_and(|b| b < 1i128 << 31);
+        layer.accumulator == AccWidth::I32 && input_fits_16 && scaled_bound_fits
+    }
+
+    /// The layouts of `layers` on `board` (`input_fits_16[i]`: whether layer `i`'s inputs fit a
+    /// 16-bit lane). On a DSP core every pairable layer is paired, unless the rows' padding
+    /// would add more than [`PAIRED_MAX_PADDING_PERCENT`] to the weights; all or none, so that
+    /// one kernel family serves the network (two would cost more code than padding saves).
+    pub fn choose(layers: &[IntLayer], board: &Board, input_fits_16: &[bool]) -> Vec<WeightLayout> {
+        let unpaired: Vec<WeightLayout> = layers.iter().map(WeightLayout::unpaired).collect();
+        if !board.has_dsp() {
+            return unpaired;
+        }
+        let paired: Vec<WeightLayout> = layers
+            .iter()
+            .zip(input_fits_16)
+            .zip(&unpaired)
+            .map(|((l, fits), &u)| {
+                if WeightLayout::pairable(l, *fits) {
+                    WeightLayout::Paired
+                } else {
+                    u
+                }
+            })
+            .collect();
+        let bytes = |layouts: &[WeightLayout]| -> usize {
+            layers
+                .iter()
+                .zip(layouts)
+                .map(|(l, layout)| stored_weight_bytes(l, *layout))
+                .sum()
         };
-        let paired_bytes = 4 * layer.outputs * PairedWords::words_per_row(layer.inputs, bits);
-        let unpaired_bytes = weight_bytes(&layer.weights, bits);
-        // The paired loop sums products scaled by 2^(8 - bits) in 32 bits: the proven
-        // accumulator bound, scaled, must stay below 2^31.
-        let scaled_bound_fits = layer
-            .accumulator_bound
-            .checked_shl(8 - bits.min(8))
-            .is_some_and(|b| b < 1i128 << 31);
-        let eligible = board.has_dsp()
-            && matches!(bits, 2 | 4 | 8)
-            && layer.accumulator == AccWidth::I32
-            && input_fits_16
-            && scaled_bound_fits
-            && paired_bytes * 100 <= unpaired_bytes * (100 + PAIRED_MAX_PADDING_PERCENT);
-        if eligible {
-            WeightLayout::Paired
+        if bytes(&paired) * 100 <= bytes(&unpaired) * (100 + PAIRED_MAX_PADDING_PERCENT) {
+            paired
         } else {
             unpaired
         }
+    }
+}
+
+/// Bytes of `layer`'s weights stored in `layout`.
+fn stored_weight_bytes(layer: &IntLayer, layout: WeightLayout) -> usize {
+    match layout {
+        WeightLayout::Paired => {
+            4 * layer.outputs * PairedWords::words_per_row(layer.inputs, layer.weight_bits)
+        }
+        WeightLayout::Plain | WeightLayout::Packed => weight_bytes(&layer.weights, layer.weight_bits),
     }
 }
 
@@ -389,32 +441,34 @@ fn buffer_type(net: &IntNetwork) -> (&'static str, usize) {
 }
 
 impl CrateSpec<'_> {
-    /// How each layer's weights are stored on this spec's board.
-    pub fn layouts(&self) -> Vec<WeightLayout> {
+    /// How each layer's weights are stored on this spec's board: in the crate's default
+    /// build, or with its opt-in `arm-dsp` feature (paired layers on DSP cores).
+    pub fn layouts(&self, arm_dsp: bool) -> Vec<WeightLayout> {
+        if !arm_dsp {
+            return self.net.layers.iter().map(WeightLayout::unpaired).collect();
+        }
         // Hidden activations share one buffer type; the input is `i8` or `i16`.
         let hidden_fits_16 = buffer_type(self.net).0 != "u16";
+        let fits: Vec<bool> = (0..self.net.layers.len())
+            .map(|i| i == 0 || hidden_fits_16)
+            .collect();
+        WeightLayout::choose(&self.net.layers, self.board, &fits)
+    }
+
+    /// Bytes of the weight arrays in the default build or the `arm-dsp` one.
+    pub fn weight_bytes(&self, arm_dsp: bool) -> usize {
         self.net
             .layers
             .iter()
-            .enumerate()
-            .map(|(i, l)| WeightLayout::choose(l, self.board, i == 0 || hidden_fits_16))
-            .collect()
+            .zip(self.layouts(arm_dsp))
+            .map(|(l, layout)| stored_weight_bytes(l, layout))
+            .sum()
     }
 
     /// Memory figures of the generated arrays.
     pub fn memory(&self) -> Memory {
         let net = self.net;
-        let weight_bytes = net
-            .layers
-            .iter()
-            .zip(self.layouts())
-            .map(|(l, layout)| match layout {
-                WeightLayout::Paired => {
-                    4 * l.outputs * PairedWords::words_per_row(l.inputs, l.weight_bits)
-                }
-                WeightLayout::Plain | WeightLayout::Packed => weight_bytes(&l.weights, l.weight_bits),
-            })
-            .sum();
+        let weight_bytes = self.weight_bytes(false);
         let parameter_bytes = net
             .layers
             .iter()
@@ -451,24 +505,51 @@ impl CrateSpec<'_> {
         if net.layers.is_empty() {
             bail!("the network has no layers");
         }
-        let layouts = self.layouts();
+        let (layouts, dsp_layouts) = (self.layouts(false), self.layouts(true));
+        let corrupted = corrupted_first_layer(net, &self.vectors);
+        let storage = |index: usize, l: &IntLayer, layout: WeightLayout, cfg: Option<&'static str>| {
+            let (weight_type, stored) = stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
+            let (kernel_suffix, weights_arg) = match layout {
+                WeightLayout::Plain => ("", format!("&W{index}")),
+                WeightLayout::Packed => (
+                    "_packed",
+                    format!("Packed::new(&W{index}, {})", l.weight_bits),
+                ),
+                WeightLayout::Paired => (
+                    "_paired",
+                    format!("&mut scratch, PairedWords::new(&W{index}, {})", l.weight_bits),
+                ),
+            };
+            StorageView {
+                cfg,
+                layout,
+                weight_type,
+                weight_len: stored.len(),
+                weights: stored.join(", "),
+                corrupted: if index == 0 {
+                    stored_weights(&corrupted, l.inputs, l.weight_bits, layout)
+                        .1
+                        .join(", ")
+                } else {
+                    String::new()
+                },
+                kernel_suffix,
+                weights_arg,
+            }
+        };
         let layers: Vec<LayerView> = net
             .layers
             .iter()
-            .zip(&layouts)
+            .zip(layouts.iter().zip(&dsp_layouts))
             .enumerate()
-            .map(|(index, (l, &layout))| {
-                let (wt, stored) = stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
-                let (kernel_suffix, weights_arg) = match layout {
-                    WeightLayout::Plain => ("", format!("&W{index}")),
-                    WeightLayout::Packed => (
-                        "_packed",
-                        format!("Packed::new(&W{index}, {})", l.weight_bits),
-                    ),
-                    WeightLayout::Paired => (
-                        "_paired",
-                        format!("&mut pairs, PairedWords::new(&W{index}, {})", l.weight_bits),
-                    ),
+            .map(|(index, (l, (&layout, &dsp_layout)))| {
+                let storages = if layout == dsp_layout {
+                    vec![storage(index, l, layout, None)]
+                } else {
+                    vec![
+                        storage(index, l, layout, Some(DEFAULT_BUILD)),
+                        storage(index, l, dsp_layout, Some(ARM_DSP_BUILD)),
+                    ]
                 };
                 let (at, _) = acc_type(l.accumulator);
                 let bias = match &l.bias {
@@ -506,24 +587,7 @@ impl CrateSpec<'_> {
                     inputs: l.inputs,
                     outputs: l.outputs,
                     weight_bits: l.weight_bits,
-                    weight_type: wt,
-                    weight_len: stored.len(),
-                    corrupted: if index == 0 {
-                        stored_weights(
-                            &corrupted_first_layer(net, &self.vectors),
-                            l.inputs,
-                            l.weight_bits,
-                            layout,
-                        )
-                        .1
-                        .join(", ")
-                    } else {
-                        String::new()
-                    },
-                    weights: stored.join(", "),
-                    layout,
-                    kernel_suffix,
-                    weights_arg,
+                    storages,
                     acc_type: at,
                     bias,
                     hidden,
@@ -544,31 +608,54 @@ impl CrateSpec<'_> {
             .max()
             .unwrap_or(1);
         let memory = self.memory();
-        let uses = |hidden: bool, layout: WeightLayout| {
-            layers
-                .iter()
-                .any(|l| l.hidden == hidden && l.layout == layout)
+        // The runtime items each build uses: those of both go in one `use`, the others in one
+        // `use` per build (an unused import would warn).
+        let imports_of = |layouts: &[WeightLayout]| -> Vec<&'static str> {
+            let uses = |hidden: bool, layout: WeightLayout| {
+                net.layers.iter().zip(layouts).any(|(l, ly)| {
+                    matches!(l.output, LayerOutput::Activations { .. }) == hidden && *ly == layout
+                })
+            };
+            let any = |layout: WeightLayout| layouts.contains(&layout);
+            let hidden = layers.iter().any(|l| l.hidden);
+            [
+                ("argmax", true),
+                ("dense_accumulate", uses(false, WeightLayout::Plain)),
+                ("dense_accumulate_packed", uses(false, WeightLayout::Packed)),
+                ("dense_accumulate_paired", uses(false, WeightLayout::Paired)),
+                ("dense_requantize", uses(true, WeightLayout::Plain)),
+                ("dense_requantize_packed", uses(true, WeightLayout::Packed)),
+                ("dense_requantize_paired", uses(true, WeightLayout::Paired)),
+                ("ActRange", hidden),
+                ("Packed", any(WeightLayout::Packed)),
+                ("PairedWords", any(WeightLayout::Paired)),
+                ("Requant", hidden),
+            ]
+            .into_iter()
+            .filter_map(|(name, used)| used.then_some(name))
+            .collect()
         };
-        let any = |layout: WeightLayout| layers.iter().any(|l| l.layout == layout);
-        let mut imports = vec!["argmax"];
-        for (name, used) in [
-            ("dense_accumulate", uses(false, WeightLayout::Plain)),
-            ("dense_accumulate_packed", uses(false, WeightLayout::Packed)),
-            ("dense_accumulate_paired", uses(false, WeightLayout::Paired)),
-            ("dense_requantize", uses(true, WeightLayout::Plain)),
-            ("dense_requantize_packed", uses(true, WeightLayout::Packed)),
-            ("dense_requantize_paired", uses(true, WeightLayout::Paired)),
-            ("ActRange", layers.iter().any(|l| l.hidden)),
-            ("Packed", any(WeightLayout::Packed)),
-            ("PairedWords", any(WeightLayout::Paired)),
-            ("Requant", layers.iter().any(|l| l.hidden)),
-        ] {
-            if used {
-                imports.push(name);
-            }
-        }
+        let (default_imports, dsp_imports) = (imports_of(&layouts), imports_of(&dsp_layouts));
+        let common: Vec<&str> = default_imports
+            .iter()
+            .copied()
+            .filter(|i| dsp_imports.contains(i))
+            .collect();
+        let only = |these: &[&'static str]| -> String {
+            these
+                .iter()
+                .copied()
+                .filter(|i| !common.contains(i))
+                .collect::<Vec<_>>()
+                .join(", ")
+        };
+        let (default_only_imports, dsp_only_imports) = (only(&default_imports), only(&dsp_imports));
         let ctx = context! {
-            imports => imports.join(", "),
+            imports => common.join(", "),
+            default_only_imports => default_only_imports,
+            dsp_only_imports => dsp_only_imports,
+            default_build => DEFAULT_BUILD,
+            dsp_build => ARM_DSP_BUILD,
             name => &self.name,
             crate_ident => self.name.replace('-', "_"),
             board => self.board,
@@ -584,13 +671,14 @@ impl CrateSpec<'_> {
             logit_scale => list(last.acc_scale.iter().map(|s| format!("{s:e}"))),
             buffer_type => buffer_type(net).0,
             hidden_max => hidden_max,
-            // Scratch of the paired kernels: the widest paired layer's activation pairs.
-            pairs_len => net
+            // Scratch of the paired kernels: the largest paired layer's activation pairs and
+            // row sums.
+            scratch_len => net
                 .layers
                 .iter()
-                .zip(&layouts)
+                .zip(&dsp_layouts)
                 .filter(|(_, layout)| **layout == WeightLayout::Paired)
-                .map(|(l, _)| PairedWords::pairs_for(l.inputs, l.weight_bits))
+                .map(|(l, _)| PairedWords::scratch_for(l.inputs, l.outputs, l.weight_bits))
                 .max(),
             memory => memory,
             certificate => &self.certificate,

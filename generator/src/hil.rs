@@ -506,14 +506,14 @@ pub fn bench_device(
         board: board.name.clone(),
         core: board.core.clone(),
         kernels,
-        layouts: spec.layouts(),
+        layouts: spec.layouts(kernels == Kernels::ArmDsp),
         macs,
         instructions_per_inference: per_inference,
         instructions_per_mac: per_inference / macs.max(1) as f64,
         flash_bytes: memory.flash_bytes,
         ram_bytes: memory.ram_bytes,
         weight_bytes_elf: memory.weight_bytes,
-        weight_bytes_generated: spec.memory().weight_bytes,
+        weight_bytes_generated: spec.weight_bytes(kernels == Kernels::ArmDsp),
         model_flash_bytes: model.model_flash_bytes,
     })
 }

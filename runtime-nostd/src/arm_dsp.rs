@@ -1,48 +1,79 @@
 //! The paired row loop in Arm assembly (opt-in feature `arm-dsp`; Cortex-M4, M7, M33 with the
 //! DSP extension): `SXTB16` sign-extends two weights into 16-bit lanes, `SMLAD` multiplies both
 //! lanes by an activation pair and accumulates, so two multiply-accumulates cost one
-//! instruction. The loops compute exactly [`scaled_row_dot_portable`]: the same products,
-//! summed in the same order, wrapping the same way (`SMLAD` wraps at 32 bits).
+//! instruction. The loops form exactly the products of
+//! [`scaled_row_dot_portable`](crate::paired::scaled_row_dot_portable) and wrap the same way
+//! (`SMLAD` wraps at 32 bits; a wrapping sum does not depend on its order).
 //!
 //! Why assembly: stable Rust exposes neither instruction (`core::arch::arm`'s DSP intrinsics
 //! are unstable), and LLVM forms `SMLAD` only from pairs of 16-bit loads, which would double
 //! the weights' flash.
 #![allow(unsafe_code)]
 
-use crate::paired::scaled_row_dot_portable;
-
-/// The scaled dot product of one row, as [`scaled_row_dot_portable`] computes it.
-#[inline]
-pub(crate) fn scaled_row_dot(words: &[u32], pairs: &[u32], bits: u32) -> i32 {
-    let pairs_per_word = 32 / bits as usize / 2;
-    // Whole words that have their activation pairs; anything else is not read.
-    let n = words.len().min(pairs.len() / pairs_per_word);
-    let (words, pairs) = (&words[..n], &pairs[..n * pairs_per_word]);
-    match bits {
-        8 => {
-            let twins = n / 2;
-            let acc = dot8_word_pairs(&words[..2 * twins], &pairs[..4 * twins]);
-            scaled_row_dot_portable(&words[2 * twins..], &pairs[4 * twins..], 8, acc)
-        }
-        4 => dot4(words, pairs),
-        _ => dot2(words, pairs),
+/// The scaled dot product of every row of `words` (rows of `per_row` words, one after the
+/// other) with `pairs`, into `dots`, as
+/// [`scaled_row_dot_portable`](crate::paired::scaled_row_dot_portable) computes it. A row
+/// reads the words that have their activation pairs; rows past `words` are not computed.
+#[inline(always)]
+pub(crate) fn scaled_dots<const BITS: u32>(
+    words: &[u32],
+    per_row: usize,
+    pairs: &[u32],
+    dots: &mut [u32],
+) {
+    let pairs_per_word = 32 / BITS as usize / 2;
+    let n = per_row.min(pairs.len() / pairs_per_word);
+    let rows = if per_row == 0 {
+        0
+    } else {
+        dots.len().min(words.len() / per_row)
+    };
+    // The row count hidden from the optimiser (an identity; see `paired::scaled_dots`).
+    let rows = core::hint::black_box(rows);
+    let mut row = words.as_ptr();
+    for dot in dots.iter_mut().take(rows) {
+        // SAFETY: `row` starts one of the `rows` whole rows inside `words`, so `n <= per_row`
+        // words are readable there, and `pairs` holds `n * pairs_per_word` words; both are
+        // `u32` slices, so word-aligned.
+        let (acc, next) = unsafe {
+            match BITS {
+                8 => dot8(row, pairs.as_ptr(), n),
+                4 => dot4(row, pairs.as_ptr(), n),
+                _ => dot2(row, pairs.as_ptr(), n),
+            }
+        };
+        *dot = acc as u32;
+        // The next row: `n` words were read, `per_row` make a row.
+        row = next.wrapping_add(per_row - n);
     }
 }
 
-/// 8-bit weights, two words (8 weights, 4 activation pairs) per iteration: `words.len()` even,
-/// `pairs.len() == 2 * words.len()`.
-#[inline]
-fn dot8_word_pairs(words: &[u32], pairs: &[u32]) -> i32 {
-    let iterations = words.len() / 2;
+/// 8-bit weights: one word first if the row has an odd number, then two words (8 weights,
+/// 4 activation pairs) per iteration. Returns the sum and the word after the row's `n`.
+///
+/// # Safety
+/// `words` must point to `n` readable, word-aligned words and `pairs` to `2 * n`.
+#[inline(always)]
+unsafe fn dot8(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
     let mut acc: i32 = 0;
-    if iterations == 0 {
-        return acc;
-    }
-    // SAFETY: the loop reads `2 * iterations` words from `words` and `4 * iterations` from
-    // `pairs`, both in bounds (checked above by the slice lengths), through word-aligned `u32`
-    // pointers (LDRD needs 4-byte alignment); it writes only the named registers.
+    let mut wp = words;
+    // SAFETY: the loops read `n` words from `words` and `2 * n` from `pairs` (the caller's
+    // promise), through word-aligned pointers (LDRD needs 4-byte alignment); they write only
+    // the named registers and the flags.
     unsafe {
         core::arch::asm!(
+            // n /= 2; the carry says whether a lone word comes first.
+            "lsrs {n}, {n}, #1",
+            "bcc 3f",
+            "ldr {w0}, [{wp}], #4",
+            "ldrd {a0}, {a1}, [{ap}], #8",
+            "sxtb16 {t}, {w0}",
+            "smlad {acc}, {t}, {a0}, {acc}",
+            "sxtb16 {t}, {w0}, ror #8",
+            "smlad {acc}, {t}, {a1}, {acc}",
+            // The flags are still those of the shift: zero pairs of words left?
+            "3:",
+            "beq 4f",
             "2:",
             "ldrd {w0}, {w1}, [{wp}], #8",
             "ldrd {a0}, {a1}, [{ap}], #8",
@@ -57,9 +88,10 @@ fn dot8_word_pairs(words: &[u32], pairs: &[u32]) -> i32 {
             "smlad {acc}, {t}, {a1}, {acc}",
             "subs {n}, {n}, #1",
             "bne 2b",
-            wp = inout(reg) words.as_ptr() => _,
-            ap = inout(reg) pairs.as_ptr() => _,
-            n = inout(reg) iterations => _,
+            "4:",
+            wp = inout(reg) wp,
+            ap = inout(reg) pairs => _,
+            n = inout(reg) n => _,
             acc = inout(reg) acc,
             w0 = out(reg) _,
             w1 = out(reg) _,
@@ -69,18 +101,22 @@ fn dot8_word_pairs(words: &[u32], pairs: &[u32]) -> i32 {
             options(pure, readonly, nostack),
         );
     }
-    acc
+    (acc, wp)
 }
 
 /// 4-bit weights, one word (8 weights in two fields, 4 activation pairs) per iteration.
-#[inline]
-fn dot4(words: &[u32], pairs: &[u32]) -> i32 {
+/// Returns the sum and the word after the row's `n`.
+///
+/// # Safety
+/// `words` must point to `n` readable, word-aligned words and `pairs` to `4 * n`.
+#[inline(always)]
+unsafe fn dot4(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
     let mut acc: i32 = 0;
-    if words.is_empty() {
-        return acc;
+    let mut wp = words;
+    if n == 0 {
+        return (acc, wp);
     }
-    // SAFETY: as in `dot8_word_pairs`: `words.len()` words and `4 * words.len()` pairs read,
-    // in bounds and word-aligned.
+    // SAFETY: as in `dot8`: `n` words and `4 * n` pairs read, in bounds and word-aligned.
     unsafe {
         core::arch::asm!(
             "2:",
@@ -101,9 +137,9 @@ fn dot4(words: &[u32], pairs: &[u32]) -> i32 {
             "smlad {acc}, {t}, {a1}, {acc}",
             "subs {n}, {n}, #1",
             "bne 2b",
-            wp = inout(reg) words.as_ptr() => _,
-            ap = inout(reg) pairs.as_ptr() => _,
-            n = inout(reg) words.len() => _,
+            wp = inout(reg) wp,
+            ap = inout(reg) pairs => _,
+            n = inout(reg) n => _,
             mask = in(reg) 0xF0F0_F0F0u32,
             acc = inout(reg) acc,
             w = out(reg) _,
@@ -114,18 +150,22 @@ fn dot4(words: &[u32], pairs: &[u32]) -> i32 {
             options(pure, readonly, nostack),
         );
     }
-    acc
+    (acc, wp)
 }
 
 /// 2-bit weights, one word (16 weights in four fields, 8 activation pairs) per iteration.
-#[inline]
-fn dot2(words: &[u32], pairs: &[u32]) -> i32 {
+/// Returns the sum and the word after the row's `n`.
+///
+/// # Safety
+/// `words` must point to `n` readable, word-aligned words and `pairs` to `8 * n`.
+#[inline(always)]
+unsafe fn dot2(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
     let mut acc: i32 = 0;
-    if words.is_empty() {
-        return acc;
+    let mut wp = words;
+    if n == 0 {
+        return (acc, wp);
     }
-    // SAFETY: as in `dot8_word_pairs`: `words.len()` words and `8 * words.len()` pairs read,
-    // in bounds and word-aligned.
+    // SAFETY: as in `dot8`: `n` words and `8 * n` pairs read, in bounds and word-aligned.
     unsafe {
         core::arch::asm!(
             "2:",
@@ -156,9 +196,9 @@ fn dot2(words: &[u32], pairs: &[u32]) -> i32 {
             "smlad {acc}, {t}, {a1}, {acc}",
             "subs {n}, {n}, #1",
             "bne 2b",
-            wp = inout(reg) words.as_ptr() => _,
-            ap = inout(reg) pairs.as_ptr() => _,
-            n = inout(reg) words.len() => _,
+            wp = inout(reg) wp,
+            ap = inout(reg) pairs => _,
+            n = inout(reg) n => _,
             mask = in(reg) 0xC0C0_C0C0u32,
             acc = inout(reg) acc,
             w = out(reg) _,
@@ -169,5 +209,5 @@ fn dot2(words: &[u32], pairs: &[u32]) -> i32 {
             options(pure, readonly, nostack),
         );
     }
-    acc
+    (acc, wp)
 }

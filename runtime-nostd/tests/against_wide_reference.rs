@@ -183,7 +183,7 @@ proptest! {
         let mut words = vec![0u32; m * PairedWords::words_per_row(n, wb)];
         PairedWords::pack_into(&weights, n, wb, &mut words);
         let paired = PairedWords::new(&words, wb);
-        let mut pairs = vec![0u32; PairedWords::pairs_for(n, wb)];
+        let mut pairs = vec![0u32; PairedWords::scratch_for(n, m, wb)];
         let range = if relu { ActRange::relu(8) } else { ActRange::signed(8) };
         let steps = if steps.len() >= m { steps[..m].to_vec() } else { steps[..1].to_vec() };
         let wide: Vec<i16> = weights.clone();
