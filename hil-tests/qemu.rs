@@ -12,7 +12,7 @@ use std::time::Duration;
 use ceg4n::board::Board;
 use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, Vector};
 use ceg4n::data::{boxes_around, load_properties, Dataset, Property};
-use ceg4n::hil::{build_firmware, run_model, FirmwareVariant};
+use ceg4n::hil::{build_firmware, run_model, FirmwareVariant, Kernels};
 use ceg4n::int_model::IntNetwork;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::QuantConfig;
@@ -155,8 +155,19 @@ fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
 
 /// Generates, builds and runs one case on one board; returns (bit-exact, total, exit code).
 fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize, Option<i32>) {
+    run_with(case, board, work, corrupt, Kernels::Safe)
+}
+
+/// [`run`] with the crate built with `kernels`.
+fn run_with(
+    case: &Case,
+    board: &Board,
+    work: &Path,
+    corrupt: bool,
+    kernels: Kernels,
+) -> (usize, usize, Option<i32>) {
     let spec = spec(case, board);
-    let dir = work.join(format!("{}-{}", case.name, board.name));
+    let dir = work.join(format!("{}-{}-{kernels}", case.name, board.name));
     let variant = if corrupt {
         FirmwareVariant::CorruptWeight
     } else {
@@ -169,6 +180,7 @@ fn run(case: &Case, board: &Board, work: &Path, corrupt: bool) -> (usize, usize,
         &dir,
         &target,
         variant,
+        kernels,
         Duration::from_secs(120),
         true,
     )
@@ -213,6 +225,50 @@ fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
     }
 }
 
+/// The opt-in `arm-dsp` kernels (SXTB16/SMLAD assembly over paired weights) on the Cortex-M4F:
+/// every vector bit-exact with the host model, as the default build's are, at 8-, 4- and 2-bit
+/// weights (each a paired layout of its own), and a corrupted weight is caught there too.
+#[test]
+fn the_arm_dsp_kernels_are_bit_exact_with_the_default_ones_on_m4f() {
+    if skipped_without_qemu() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let board = Board::find(None, "mps2-an386").unwrap();
+    let digits_props = load_properties(&models_dir().join("digits_props.json"), 64).unwrap();
+    for bits in [8u32, 4, 2] {
+        let name = ["digits-w8", "digits-w4", "digits-w2"]
+            [[8, 4, 2].iter().position(|b| *b == bits).unwrap()];
+        let case = case(
+            name,
+            "digits_mlp.onnx",
+            digits_props.clone(),
+            "digits_test.csv",
+            Some((&[bits], &[8])),
+        );
+        let layouts = spec(&case, &board).layouts(true);
+        assert!(
+            layouts.contains(&ceg4n::codegen::WeightLayout::Paired),
+            "{name}: {layouts:?}"
+        );
+        for kernels in [Kernels::Safe, Kernels::ArmDsp] {
+            let (exact, total, code) = run_with(&case, &board, work.path(), false, kernels);
+            eprintln!("{exact}/{total} vectors bit-exact: {name} on mps2-an386, {kernels}");
+            assert_eq!(exact, total, "{name}, {kernels}");
+            assert_eq!(
+                code,
+                Some(0),
+                "{name}, {kernels}: the device saw a mismatch"
+            );
+        }
+        if bits == 8 {
+            let (exact, total, code) = run_with(&case, &board, work.path(), true, Kernels::ArmDsp);
+            assert!(exact < total, "a corrupted paired weight went unnoticed");
+            assert_eq!(code, Some(1));
+        }
+    }
+}
+
 #[test]
 fn a_corrupted_weight_is_caught_on_the_device() {
     if skipped_without_qemu() {
@@ -239,7 +295,8 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
     let board = Board::find(None, "mps2-an386").unwrap();
     let digits = &cases()[1];
     let spec = spec(digits, &board);
-    let row = ceg4n::hil::bench_device(&spec, &work.path().join("bench"), &plugin).unwrap();
+    let row = ceg4n::hil::bench_device(&spec, &work.path().join("bench"), &plugin, Kernels::Safe)
+        .unwrap();
     eprintln!("{row:?}");
     // Every MAC needs at least one multiply instruction, and inference is not free of overhead.
     assert!(row.instructions_per_inference >= row.macs as f64, "{row:?}");
@@ -268,6 +325,7 @@ fn real_board_flashing_when_a_probe_is_named() {
         &work.path().join("firmware"),
         &work.path().join("target"),
         FirmwareVariant::Check,
+        Kernels::Safe,
     )
     .unwrap();
     let probe = ceg4n::flash::flash(&board, &elf).unwrap();
@@ -296,20 +354,37 @@ fn flashing_without_a_probe_fails_with_one_clear_line() {
 #[test]
 fn inference_has_no_panicking_path() {
     let work = tempfile::tempdir().unwrap();
-    for case in &cases() {
-        for board in ["microbit", "mps2-an386"] {
+    let digits_props = load_properties(&models_dir().join("digits_props.json"), 64).unwrap();
+    let paired = case(
+        "digits-w4",
+        "digits_mlp.onnx",
+        digits_props,
+        "digits_test.csv",
+        Some((&[4], &[8])),
+    );
+    let mut cases = cases();
+    cases.push(paired);
+    for case in &cases {
+        for (board, kernels) in [
+            ("microbit", Kernels::Safe),
+            ("mps2-an386", Kernels::Safe),
+            ("mps2-an386", Kernels::ArmDsp),
+        ] {
             let board = Board::find(None, board).unwrap();
             let spec = spec(case, &board);
-            let dir = work.path().join(format!("{}-{}", case.name, board.name));
+            let dir = work
+                .path()
+                .join(format!("{}-{}-{kernels}", case.name, board.name));
             spec.write(&dir.join("crate"), true).unwrap();
             spec.write_firmware(&dir.join("firmware"), true).unwrap();
             if let Err(e) = build_firmware(
                 &dir.join("firmware"),
                 &work.path().join("target"),
                 FirmwareVariant::ProveNoPanic,
+                kernels,
             ) {
                 panic!(
-                    "{} on {}: inference may panic: {e:#}",
+                    "{} on {} ({kernels}): inference may panic: {e:#}",
                     case.name, board.name
                 );
             }
@@ -476,6 +551,7 @@ fn the_model_memory_is_measured_on_the_device_build() {
                 &dir,
                 &work.path().join("target"),
                 Duration::from_secs(60),
+                Kernels::Safe,
             )
             .unwrap();
             eprintln!("{} on {}: {computed:?} {measured:?}", case.name, board.name);

@@ -11,7 +11,7 @@ use serde::Serialize;
 
 use crate::board::Board;
 use crate::int_model::{AccWidth, Bias, IntLayer, IntNetwork, LayerOutput};
-use ceg4n_runtime::{Packed, PairedWords};
+use ceg4n_runtime::PairedWords;
 
 /// ceg4n-runtime's source, vendored into every generated crate.
 pub const RUNTIME_SOURCE: &str = include_str!("../../runtime-nostd/src/lib.rs");
@@ -242,118 +242,9 @@ pub struct Memory {
 
 pub use crate::int_model::PACK_BELOW_BITS;
 
-/// How the device stores a layer's weights; the generator picks one per layer
-/// ([`WeightLayout::choose`]) and the kernels that read it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum WeightLayout {
-    /// One `i8` or `i16` per weight, row-major (`dense_*`).
-    Plain,
-    /// Bit-packed back to back (`Packed`, `dense_*_packed`): widths below [`PACK_BELOW_BITS`].
-    Packed,
-    /// 8-, 4- or 2-bit weights in words ordered for two multiply-accumulates per instruction,
-    /// rows padded to whole words (`PairedWords`, `dense_*_paired`): DSP cores only.
-    Paired,
-}
-
-/// The most flash the paired layout's row padding may add to the network's weights, in
-/// percent of their plain or packed size (the crate's flash must not grow for the speed).
-const PAIRED_MAX_PADDING_PERCENT: usize = 10;
-
-impl WeightLayout {
-    /// The layout without the DSP path: plain, or bit-packed below [`PACK_BELOW_BITS`].
-    fn unpaired(layer: &IntLayer) -> WeightLayout {
-        if layer.weight_bits < PACK_BELOW_BITS {
-            WeightLayout::Packed
-        } else {
-            WeightLayout::Plain
-        }
-    }
-
-    /// Whether `layer` can be paired: 8-, 4- or 2-bit weights, a 32-bit accumulator whose
-    /// proven bound still fits once scaled by `2^(8 - bits)` (the paired loop sums scaled
-    /// products), and inputs that fit a 16-bit lane (`input_fits_16`).
-    fn pairable(layer: &IntLayer, input_fits_16: bool) -> bool {
-        let bits = layer.weight_bits;
-        let scaled_bound_fits = matches!(bits, 2 | 4 | 8)
-            && layer
-                .accumulator_bound
-                .checked_shl(8 - bits)
-                .is_some_and(|b| b < 1i128 << 31);
-        layer.accumulator == AccWidth::I32 && input_fits_16 && scaled_bound_fits
-    }
-
-    /// The layouts of `layers` on `board` (`input_fits_16[i]`: whether layer `i`'s inputs fit a
-    /// 16-bit lane). On a DSP core every pairable layer is paired, unless the rows' padding
-    /// would add more than [`PAIRED_MAX_PADDING_PERCENT`] to the weights; all or none, so that
-    /// one kernel family serves the network (two would cost more code than padding saves).
-    pub fn choose(layers: &[IntLayer], board: &Board, input_fits_16: &[bool]) -> Vec<WeightLayout> {
-        let unpaired: Vec<WeightLayout> = layers.iter().map(WeightLayout::unpaired).collect();
-        if !board.has_dsp() {
-            return unpaired;
-        }
-        let paired: Vec<WeightLayout> = layers
-            .iter()
-            .zip(input_fits_16)
-            .zip(&unpaired)
-            .map(|((l, fits), &u)| {
-                if WeightLayout::pairable(l, *fits) {
-                    WeightLayout::Paired
-                } else {
-                    u
-                }
-            })
-            .collect();
-        let bytes = |layouts: &[WeightLayout]| -> usize {
-            layers
-                .iter()
-                .zip(layouts)
-                .map(|(l, layout)| stored_weight_bytes(l, *layout))
-                .sum()
-        };
-        if bytes(&paired) * 100 <= bytes(&unpaired) * (100 + PAIRED_MAX_PADDING_PERCENT) {
-            paired
-        } else {
-            unpaired
-        }
-    }
-}
-
-/// Bytes of `layer`'s weights stored in `layout`.
-fn stored_weight_bytes(layer: &IntLayer, layout: WeightLayout) -> usize {
-    match layout {
-        WeightLayout::Paired => {
-            4 * layer.outputs * PairedWords::words_per_row(layer.inputs, layer.weight_bits)
-        }
-        WeightLayout::Plain | WeightLayout::Packed => weight_bytes(&layer.weights, layer.weight_bits),
-    }
-}
-
-/// How a layer's weights are stored: element type and the array's contents (packed exactly as
-/// the host model evaluates them, or paired for the DSP kernels).
-fn stored_weights(
-    weights: &[i16],
-    inputs: usize,
-    bits: u32,
-    layout: WeightLayout,
-) -> (&'static str, Vec<String>) {
-    match layout {
-        WeightLayout::Paired => {
-            let rows = weights.len() / inputs.max(1);
-            let mut words = vec![0u32; rows * PairedWords::words_per_row(inputs, bits)];
-            PairedWords::pack_into(weights, inputs, bits, &mut words);
-            ("u32", words.iter().map(|w| format!("{w:#010x}")).collect())
-        }
-        WeightLayout::Packed => {
-            let bytes = crate::int_model::pack_weights(weights, bits).unwrap_or_default();
-            ("u8", bytes.iter().map(|b| b.to_string()).collect())
-        }
-        WeightLayout::Plain if bits <= 8 => {
-            ("i8", weights.iter().map(|w| w.to_string()).collect())
-        }
-        WeightLayout::Plain => ("i16", weights.iter().map(|w| w.to_string()).collect()),
-    }
-}
+mod layout;
+pub use layout::WeightLayout;
+use layout::{stored_weight_bytes, stored_weights};
 
 /// The requantization steps a layer stores: one when every output shares it (per-layer
 /// scaling; the runtime applies `requant[0]` to every output then), else one per output.
@@ -388,17 +279,6 @@ fn corrupted_first_layer(net: &IntNetwork, vectors: &[Vector]) -> Vec<i16> {
     match visible.or(order.first().copied()) {
         Some(i) => negated(i),
         None => first.weights.clone(),
-    }
-}
-
-/// Bytes of a layer's stored weights.
-fn weight_bytes(weights: &[i16], bits: u32) -> usize {
-    if bits < PACK_BELOW_BITS {
-        Packed::bytes_for(weights.len(), bits)
-    } else if bits <= 8 {
-        weights.len()
-    } else {
-        2 * weights.len()
     }
 }
 
@@ -507,36 +387,41 @@ impl CrateSpec<'_> {
         }
         let (layouts, dsp_layouts) = (self.layouts(false), self.layouts(true));
         let corrupted = corrupted_first_layer(net, &self.vectors);
-        let storage = |index: usize, l: &IntLayer, layout: WeightLayout, cfg: Option<&'static str>| {
-            let (weight_type, stored) = stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
-            let (kernel_suffix, weights_arg) = match layout {
-                WeightLayout::Plain => ("", format!("&W{index}")),
-                WeightLayout::Packed => (
-                    "_packed",
-                    format!("Packed::new(&W{index}, {})", l.weight_bits),
-                ),
-                WeightLayout::Paired => (
-                    "_paired",
-                    format!("&mut scratch, PairedWords::new(&W{index}, {})", l.weight_bits),
-                ),
+        let storage =
+            |index: usize, l: &IntLayer, layout: WeightLayout, cfg: Option<&'static str>| {
+                let (weight_type, stored) =
+                    stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
+                let (kernel_suffix, weights_arg) = match layout {
+                    WeightLayout::Plain => ("", format!("&W{index}")),
+                    WeightLayout::Packed => (
+                        "_packed",
+                        format!("Packed::new(&W{index}, {})", l.weight_bits),
+                    ),
+                    WeightLayout::Paired => (
+                        "_paired",
+                        format!(
+                            "&mut scratch, PairedWords::new(&W{index}, {})",
+                            l.weight_bits
+                        ),
+                    ),
+                };
+                StorageView {
+                    cfg,
+                    layout,
+                    weight_type,
+                    weight_len: stored.len(),
+                    weights: stored.join(", "),
+                    corrupted: if index == 0 {
+                        stored_weights(&corrupted, l.inputs, l.weight_bits, layout)
+                            .1
+                            .join(", ")
+                    } else {
+                        String::new()
+                    },
+                    kernel_suffix,
+                    weights_arg,
+                }
             };
-            StorageView {
-                cfg,
-                layout,
-                weight_type,
-                weight_len: stored.len(),
-                weights: stored.join(", "),
-                corrupted: if index == 0 {
-                    stored_weights(&corrupted, l.inputs, l.weight_bits, layout)
-                        .1
-                        .join(", ")
-                } else {
-                    String::new()
-                },
-                kernel_suffix,
-                weights_arg,
-            }
-        };
         let layers: Vec<LayerView> = net
             .layers
             .iter()

@@ -552,7 +552,12 @@ pub fn measure_memory(
     spec.write_firmware(&work.join("firmware"), true)?;
     let firmware = work.join("firmware");
     // Both images land at the same path: keep a copy of the measuring one.
-    let built = build_firmware(&firmware, target_dir, FirmwareVariant::MeasureMemory, kernels)?;
+    let built = build_firmware(
+        &firmware,
+        target_dir,
+        FirmwareVariant::MeasureMemory,
+        kernels,
+    )?;
     let with = work.join("measure-memory.elf");
     std::fs::copy(&built, &with).with_context(|| format!("{}: cannot copy", built.display()))?;
     let with_memory = elf_memory(&with)?;

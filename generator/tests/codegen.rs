@@ -7,7 +7,9 @@ mod common;
 use std::process::Command;
 
 use ceg4n::board::Board;
-use ceg4n::codegen::{vectors, Certificate, CertifiedBox, CrateSpec, RUNTIME_SOURCE};
+use ceg4n::codegen::{
+    vectors, Certificate, CertifiedBox, CrateSpec, RUNTIME_FILES, RUNTIME_SOURCE,
+};
 use ceg4n::data::load_properties;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::QuantConfig;
@@ -25,9 +27,26 @@ fn labelled_iris_crate(
     act_bits: &[u32],
     labels: Option<ceg4n::ir::ClassLabels>,
 ) -> usize {
-    let model = model_file("iris_mlp.onnx");
+    model_crate(
+        dir,
+        ("iris_mlp.onnx", "iris_props.json"),
+        bits,
+        act_bits,
+        labels,
+    )
+}
+
+/// A crate of a bundled `(model, boxes)` for the Cortex-M4F board.
+fn model_crate(
+    dir: &std::path::Path,
+    (model, boxes): (&str, &str),
+    bits: &[u32],
+    act_bits: &[u32],
+    labels: Option<ceg4n::ir::ClassLabels>,
+) -> usize {
+    let model = model_file(model);
     let net = import_path(&model).unwrap();
-    let props = load_properties(&model_file("iris_props.json"), net.input_len()).unwrap();
+    let props = load_properties(&model_file(boxes), net.input_len()).unwrap();
     let task = Task::new(&model, net, props);
     let config = QuantConfig::for_network(&task.net, bits, act_bits, 8, false, false).unwrap();
     let mut int_net = task.quantize(&config).unwrap();
@@ -38,7 +57,7 @@ fn labelled_iris_crate(
         net: &int_net,
         board: &board,
         certificate: Certificate {
-            model: "iris_mlp.onnx".into(),
+            model: model.file_name().unwrap().to_string_lossy().into_owned(),
             model_sha256: "0".repeat(64),
             verified: false,
             boxes: vec![CertifiedBox {
@@ -62,8 +81,19 @@ fn the_vendored_runtime_is_the_runtime() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().join("c");
     iris_crate(&out, &[4], &[8]);
-    let vendored = std::fs::read_to_string(out.join("runtime/src/lib.rs")).unwrap();
-    assert_eq!(vendored, original);
+    // Every source file of the runtime, byte for byte.
+    let sources: Vec<_> = std::fs::read_dir(root().join("runtime-nostd/src"))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    assert_eq!(sources.len(), RUNTIME_FILES.len(), "{sources:?}");
+    for (file, text) in RUNTIME_FILES {
+        let original =
+            std::fs::read_to_string(root().join("runtime-nostd/src").join(file)).unwrap();
+        assert_eq!(*text, original, "{file}");
+        let vendored = std::fs::read_to_string(out.join("runtime/src").join(file)).unwrap();
+        assert_eq!(vendored, original, "{file}");
+    }
 }
 
 /// Pins the generated `src/lib.rs` of a small crate: a template change shows up as a diff here.
@@ -155,4 +185,37 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
         "-D",
         "warnings",
     ]);
+
+    // The `arm-dsp` build of a 4-bit digits crate for the Cortex-M4F: paired weights, whose
+    // safe row loop runs on the host (the vectors must pass), whose assembly builds and lints
+    // clean for the M4F (the device runs it: `hil` tests it bit for bit).
+    let paired = dir.path().join("paired");
+    let models = ("digits_mlp.onnx", "digits_props.json");
+    model_crate(&paired, models, &[4], &[8], None);
+    let lib = std::fs::read_to_string(paired.join("src/lib.rs")).unwrap();
+    assert!(lib.contains("PairedWords::new(&W0, 4)"), "{lib}");
+    let run_paired = |args: &[&str]| {
+        let o = Command::new(&cargo)
+            .arg("--offline")
+            .args(args)
+            .current_dir(&paired)
+            .env("CARGO_TARGET_DIR", dir.path().join("target"))
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        assert!(
+            o.status.success(),
+            "cargo {args:?}: {}",
+            String::from_utf8_lossy(&o.stderr)
+        );
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    };
+    let tested = run_paired(&["test", "--features", "arm-dsp"]);
+    assert!(
+        tested.contains("logits_match_the_host_model_bit_for_bit ... ok"),
+        "{tested}"
+    );
+    let dsp = ["--target", "thumbv7em-none-eabihf", "--features", "arm-dsp"];
+    run_paired(&[&["build", "--release"][..], &dsp[..]].concat());
+    run_paired(&[&["clippy"][..], &dsp[..], &["--", "-D", "warnings"][..]].concat());
 }

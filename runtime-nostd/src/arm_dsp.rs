@@ -23,11 +23,10 @@ pub(crate) fn scaled_dots<const BITS: u32>(
 ) {
     let pairs_per_word = 32 / BITS as usize / 2;
     let n = per_row.min(pairs.len() / pairs_per_word);
-    let rows = if per_row == 0 {
-        0
-    } else {
-        dots.len().min(words.len() / per_row)
-    };
+    let rows = words
+        .len()
+        .checked_div(per_row)
+        .map_or(0, |whole| whole.min(dots.len()));
     // The row count hidden from the optimiser (an identity; see `paired::scaled_dots`).
     let rows = core::hint::black_box(rows);
     let mut row = words.as_ptr();
@@ -210,4 +209,75 @@ unsafe fn dot2(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u
         );
     }
     (acc, wp)
+}
+
+/// [`Lane16::widen_groups`](crate::Lane16::widen_groups) of signed bytes: `SXTB16` of one
+/// loaded word gives both pairs of a group.
+#[inline(always)]
+pub(crate) fn widen_groups_i8(input: &[i8], pairs: &mut [u32]) -> usize {
+    let groups = (input.len() / 4).min(pairs.len() / 2);
+    // SAFETY: `groups` whole groups of input bytes and word pairs are in bounds.
+    unsafe { widen_bytes::<true>(input.as_ptr().cast(), pairs.as_mut_ptr(), groups) };
+    groups
+}
+
+/// [`Lane16::widen_groups`](crate::Lane16::widen_groups) of unsigned bytes (`UXTB16`).
+#[inline(always)]
+pub(crate) fn widen_groups_u8(input: &[u8], pairs: &mut [u32]) -> usize {
+    let groups = (input.len() / 4).min(pairs.len() / 2);
+    // SAFETY: `groups` whole groups of input bytes and word pairs are in bounds.
+    unsafe { widen_bytes::<false>(input.as_ptr(), pairs.as_mut_ptr(), groups) };
+    groups
+}
+
+/// Writes the pairs of `groups` groups of four bytes: `(b0, b2)` and `(b1, b3)` as 16-bit
+/// lanes, sign-extended when `SIGNED`, else zero-extended.
+///
+/// # Safety
+/// `input` must point to `4 * groups` readable bytes (any alignment: Armv7-M loads a word
+/// from any address) and `pairs` to `2 * groups` writable, word-aligned words.
+#[inline(always)]
+unsafe fn widen_bytes<const SIGNED: bool>(input: *const u8, pairs: *mut u32, groups: usize) {
+    if groups == 0 {
+        return;
+    }
+    // SAFETY: the loop reads `4 * groups` bytes and writes `2 * groups` words (the caller's
+    // promise), word-aligned for STRD; it writes only the named registers and the flags.
+    unsafe {
+        if SIGNED {
+            core::arch::asm!(
+                "2:",
+                "ldr {w}, [{ip}], #4",
+                "sxtb16 {p0}, {w}",
+                "sxtb16 {p1}, {w}, ror #8",
+                "strd {p0}, {p1}, [{op}], #8",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                ip = inout(reg) input => _,
+                op = inout(reg) pairs => _,
+                n = inout(reg) groups => _,
+                w = out(reg) _,
+                p0 = out(reg) _,
+                p1 = out(reg) _,
+                options(nostack),
+            );
+        } else {
+            core::arch::asm!(
+                "2:",
+                "ldr {w}, [{ip}], #4",
+                "uxtb16 {p0}, {w}",
+                "uxtb16 {p1}, {w}, ror #8",
+                "strd {p0}, {p1}, [{op}], #8",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                ip = inout(reg) input => _,
+                op = inout(reg) pairs => _,
+                n = inout(reg) groups => _,
+                w = out(reg) _,
+                p0 = out(reg) _,
+                p1 = out(reg) _,
+                options(nostack),
+            );
+        }
+    }
 }

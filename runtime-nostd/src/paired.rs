@@ -28,7 +28,7 @@
 //! feature `arm-dsp` on an Arm target it is a short `asm!` block using `SXTB16` and `SMLAD`
 //! (the DSP extension: Cortex-M4, M7, M33 with DSP), bit-exact with the safe loop.
 
-use crate::{Activation, ActRange, Requant};
+use crate::{ActRange, Activation, Requant};
 
 /// An activation type that fits a 16-bit lane: `i8`, `u8` and `i16` (not `u16`, whose values
 /// above `i16::MAX` would not).
@@ -36,6 +36,34 @@ pub trait Lane16: Activation {
     /// Activations `a[0..4]` as the two pairs the kernels read: `(a0, a2)` and `(a1, a3)`,
     /// each as low and high 16-bit lanes.
     fn widen4(a: [Self; 4]) -> [u32; 2];
+
+    /// Widens whole groups of four: `input[..4 * g]` into `pairs[..2 * g]` with [`widen4`],
+    /// where `g` is the smaller of the whole groups in `input` and the word pairs in `pairs`;
+    /// returns `g`. (Byte activations do it in assembly with the `arm-dsp` feature.)
+    ///
+    /// [`widen4`]: Lane16::widen4
+    #[inline(always)]
+    fn widen_groups(input: &[Self], pairs: &mut [u32]) -> usize {
+        widen_groups_portable(input, pairs)
+    }
+}
+
+/// [`Lane16::widen_groups`] in safe Rust. Its loop counter is hidden from the optimiser (an
+/// identity): in a crate's `logits`, where lengths are constants, the compiler would unroll
+/// this once-per-layer loop into hundreds of bytes of flash.
+#[inline(always)]
+fn widen_groups_portable<A: Lane16>(input: &[A], pairs: &mut [u32]) -> usize {
+    let groups = (input.len() / 4).min(pairs.len() / 2);
+    let mut j = 0;
+    while j < groups {
+        let (Some(g), Some(o)) = (input.get(4 * j..4 * j + 4), pairs.get_mut(2 * j..2 * j + 2))
+        else {
+            break;
+        };
+        [o[0], o[1]] = A::widen4([g[0], g[1], g[2], g[3]]);
+        j = core::hint::black_box(j + 1);
+    }
+    j
 }
 
 /// The pairs of four activations, lane by lane.
@@ -50,6 +78,11 @@ impl Lane16 for i8 {
     fn widen4(a: [i8; 4]) -> [u32; 2] {
         pairs_of(a)
     }
+    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+    #[inline(always)]
+    fn widen_groups(input: &[i8], pairs: &mut [u32]) -> usize {
+        crate::arm_dsp::widen_groups_i8(input, pairs)
+    }
 }
 impl Lane16 for u8 {
     #[inline(always)]
@@ -57,6 +90,11 @@ impl Lane16 for u8 {
         // Zero-extension of bytes 0, 2 and 1, 3 of one word: two masks.
         let word = u32::from_le_bytes(a);
         [word & 0x00FF_00FF, (word >> 8) & 0x00FF_00FF]
+    }
+    #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
+    #[inline(always)]
+    fn widen_groups(input: &[u8], pairs: &mut [u32]) -> usize {
+        crate::arm_dsp::widen_groups_u8(input, pairs)
     }
 }
 impl Lane16 for i16 {
@@ -158,25 +196,15 @@ const fn lane_bits(bits: u32) -> u32 {
 /// ceg4n_runtime::widen_pairs(&[1u8, 2, 3, 4, 5], &mut pairs);
 /// assert_eq!(pairs, [1 | 3 << 16, 2 | 4 << 16, 5, 0]);
 /// ```
-// Not inlined, and its loop counter hidden from the optimiser (an identity): the compiler
-// would otherwise unroll this once-per-layer loop into hundreds of bytes of flash.
+// Not inlined: one copy per activation type serves every layer.
 #[inline(never)]
 pub fn widen_pairs<A: Lane16>(input: &[A], pairs: &mut [u32]) {
     let zero = A::from_i32_saturating(0);
-    let groups = input.len() / 4;
+    let groups = A::widen_groups(input, pairs);
+    let mut written = 2 * groups;
     let rest = input.get(4 * groups..).unwrap_or(&[]);
-    let mut written = 0;
-    let mut j = 0;
-    while j < groups {
-        let (Some(g), Some(o)) = (input.get(4 * j..4 * j + 4), pairs.get_mut(2 * j..2 * j + 2))
-        else {
-            break;
-        };
-        [o[0], o[1]] = A::widen4([g[0], g[1], g[2], g[3]]);
-        written += 2;
-        j = core::hint::black_box(j + 1);
-    }
-    if !rest.is_empty() {
+    // A last, partial group (the rest of `input` when `pairs` had room for it).
+    if !rest.is_empty() && rest.len() < 4 {
         if let Some(o) = pairs.get_mut(written..written + 2) {
             let at = |i: usize| rest.get(i).copied().unwrap_or(zero);
             [o[0], o[1]] = A::widen4([at(0), at(1), at(2), at(3)]);
