@@ -140,6 +140,26 @@ fn an_existing_directory_is_never_overwritten_without_force() {
     );
 }
 
+/// Runs `cargo --offline ARGS` in `dir` with `target` as its target directory; it must
+/// succeed. Its standard output.
+fn cargo_offline(dir: &std::path::Path, target: &std::path::Path, args: &[&str]) -> String {
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    let o = Command::new(&cargo)
+        .arg("--offline")
+        .args(args)
+        .current_dir(dir)
+        .env("CARGO_TARGET_DIR", target)
+        .env_remove("RUSTFLAGS")
+        .output()
+        .unwrap();
+    assert!(
+        o.status.success(),
+        "cargo {args:?}: {}",
+        String::from_utf8_lossy(&o.stderr)
+    );
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
 /// Builds a generated crate offline in a fresh directory for the three targets and runs its
 /// host tests (bit-exact logits) and clippy.
 #[test]
@@ -150,23 +170,8 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     let labels = ceg4n::ir::ClassLabels::Strings(labels.to_vec());
     let count = labelled_iris_crate(&out, &[3, 5, 4], &[6, 4], Some(labels));
     assert!(count >= 10);
-    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
-    let run = |args: &[&str]| {
-        let o = Command::new(&cargo)
-            .arg("--offline")
-            .args(args)
-            .current_dir(&out)
-            .env("CARGO_TARGET_DIR", dir.path().join("target"))
-            .env_remove("RUSTFLAGS")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "cargo {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let target = dir.path().join("target");
+    let run = |args: &[&str]| cargo_offline(&out, &target, args);
     // Not --all-features: `test-corrupt-weight` must (and does) break the vectors.
     let tested = run(&["test", "--features", "f32-input,fixed-input"]);
     assert!(tested.contains("3 passed"), "{tested}");
@@ -194,22 +199,7 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     model_crate(&paired, models, &[4], &[8], None);
     let lib = std::fs::read_to_string(paired.join("src/lib.rs")).unwrap();
     assert!(lib.contains("PairedWords::new(&W0, 4)"), "{lib}");
-    let run_paired = |args: &[&str]| {
-        let o = Command::new(&cargo)
-            .arg("--offline")
-            .args(args)
-            .current_dir(&paired)
-            .env("CARGO_TARGET_DIR", dir.path().join("target"))
-            .env_remove("RUSTFLAGS")
-            .output()
-            .unwrap();
-        assert!(
-            o.status.success(),
-            "cargo {args:?}: {}",
-            String::from_utf8_lossy(&o.stderr)
-        );
-        String::from_utf8_lossy(&o.stdout).into_owned()
-    };
+    let run_paired = |args: &[&str]| cargo_offline(&paired, &target, args);
     let tested = run_paired(&["test", "--features", "arm-dsp"]);
     assert!(
         tested.contains("logits_match_the_host_model_bit_for_bit ... ok"),

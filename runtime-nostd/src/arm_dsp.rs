@@ -103,113 +103,68 @@ unsafe fn dot8(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u
     (acc, wp)
 }
 
-/// 4-bit weights, one word (8 weights in two fields, 4 activation pairs) per iteration.
-/// Returns the sum and the word after the row's `n`.
-///
-/// # Safety
-/// `words` must point to `n` readable, word-aligned words and `pairs` to `4 * n`.
-#[inline(always)]
-unsafe fn dot4(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
-    let mut acc: i32 = 0;
-    let mut wp = words;
-    if n == 0 {
-        return (acc, wp);
-    }
-    // SAFETY: as in `dot8`: `n` words and `4 * n` pairs read, in bounds and word-aligned.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {w}, [{wp}], #4",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            // Field 0 (the low nibbles), moved to the top of each byte.
-            "and {x}, {mask}, {w}, lsl #4",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            // Field 1 (the high nibbles), already at the top.
-            "and {x}, {mask}, {w}",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            wp = inout(reg) wp,
-            ap = inout(reg) pairs => _,
-            n = inout(reg) n => _,
-            mask = in(reg) 0xF0F0_F0F0u32,
-            acc = inout(reg) acc,
-            w = out(reg) _,
-            x = out(reg) _,
-            a0 = out(reg) _,
-            a1 = out(reg) _,
-            t = out(reg) _,
-            options(pure, readonly, nostack),
-        );
-    }
-    (acc, wp)
+/// A loop over sub-byte weights, one word per iteration: for each field (its left shift to
+/// the top of the bytes given), mask it, sign-extend its two lane pairs and accumulate them
+/// against two activation pairs. Returns the sum and the word after the row's `n`.
+macro_rules! sub_byte_dot {
+    ($(#[$doc:meta])* $name:ident, $mask:literal, $($shift:literal),+) => {
+        $(#[$doc])*
+        #[inline(always)]
+        unsafe fn $name(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
+            let mut acc: i32 = 0;
+            let mut wp = words;
+            if n == 0 {
+                return (acc, wp);
+            }
+            // SAFETY: as in `dot8`: `n` words and, per field, `2 * n` pairs read, in bounds
+            // (the caller's promise) and word-aligned.
+            unsafe {
+                core::arch::asm!(
+                    "2:",
+                    "ldr {w}, [{wp}], #4",
+                    $(
+                        "ldrd {a0}, {a1}, [{ap}], #8",
+                        concat!("and {x}, {mask}, {w}, lsl #", $shift),
+                        "sxtb16 {t}, {x}",
+                        "smlad {acc}, {t}, {a0}, {acc}",
+                        "sxtb16 {t}, {x}, ror #8",
+                        "smlad {acc}, {t}, {a1}, {acc}",
+                    )+
+                    "subs {n}, {n}, #1",
+                    "bne 2b",
+                    wp = inout(reg) wp,
+                    ap = inout(reg) pairs => _,
+                    n = inout(reg) n => _,
+                    mask = in(reg) $mask,
+                    acc = inout(reg) acc,
+                    w = out(reg) _,
+                    x = out(reg) _,
+                    a0 = out(reg) _,
+                    a1 = out(reg) _,
+                    t = out(reg) _,
+                    options(pure, readonly, nostack),
+                );
+            }
+            (acc, wp)
+        }
+    };
 }
 
-/// 2-bit weights, one word (16 weights in four fields, 8 activation pairs) per iteration.
-/// Returns the sum and the word after the row's `n`.
-///
-/// # Safety
-/// `words` must point to `n` readable, word-aligned words and `pairs` to `8 * n`.
-#[inline(always)]
-unsafe fn dot2(words: *const u32, pairs: *const u32, n: usize) -> (i32, *const u32) {
-    let mut acc: i32 = 0;
-    let mut wp = words;
-    if n == 0 {
-        return (acc, wp);
-    }
-    // SAFETY: as in `dot8`: `n` words and `8 * n` pairs read, in bounds and word-aligned.
-    unsafe {
-        core::arch::asm!(
-            "2:",
-            "ldr {w}, [{wp}], #4",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            "and {x}, {mask}, {w}, lsl #6",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            "and {x}, {mask}, {w}, lsl #4",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            "and {x}, {mask}, {w}, lsl #2",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "ldrd {a0}, {a1}, [{ap}], #8",
-            "and {x}, {mask}, {w}",
-            "sxtb16 {t}, {x}",
-            "smlad {acc}, {t}, {a0}, {acc}",
-            "sxtb16 {t}, {x}, ror #8",
-            "smlad {acc}, {t}, {a1}, {acc}",
-            "subs {n}, {n}, #1",
-            "bne 2b",
-            wp = inout(reg) wp,
-            ap = inout(reg) pairs => _,
-            n = inout(reg) n => _,
-            mask = in(reg) 0xC0C0_C0C0u32,
-            acc = inout(reg) acc,
-            w = out(reg) _,
-            x = out(reg) _,
-            a0 = out(reg) _,
-            a1 = out(reg) _,
-            t = out(reg) _,
-            options(pure, readonly, nostack),
-        );
-    }
-    (acc, wp)
-}
+sub_byte_dot!(
+    /// 4-bit weights: two fields (low nibbles, then high) per word, 8 weights.
+    ///
+    /// # Safety
+    /// `words` must point to `n` readable, word-aligned words and `pairs` to `4 * n`.
+    dot4, 0xF0F0_F0F0u32, 4, 0
+);
+
+sub_byte_dot!(
+    /// 2-bit weights: four fields per word, 16 weights.
+    ///
+    /// # Safety
+    /// `words` must point to `n` readable, word-aligned words and `pairs` to `8 * n`.
+    dot2, 0xC0C0_C0C0u32, 6, 4, 2, 0
+);
 
 /// [`Lane16::widen_groups`](crate::Lane16::widen_groups) of signed bytes: `SXTB16` of one
 /// loaded word gives both pairs of a group.
@@ -241,43 +196,34 @@ unsafe fn widen_bytes<const SIGNED: bool>(input: *const u8, pairs: *mut u32, gro
     if groups == 0 {
         return;
     }
+    // Both loops: load a group, extend its bytes (0, 2) and (1, 3), store the two pairs.
+    macro_rules! widen_loop {
+        ($extend:literal) => {
+            core::arch::asm!(
+                "2:",
+                "ldr {w}, [{ip}], #4",
+                concat!($extend, " {p0}, {w}"),
+                concat!($extend, " {p1}, {w}, ror #8"),
+                "strd {p0}, {p1}, [{op}], #8",
+                "subs {n}, {n}, #1",
+                "bne 2b",
+                ip = inout(reg) input => _,
+                op = inout(reg) pairs => _,
+                n = inout(reg) groups => _,
+                w = out(reg) _,
+                p0 = out(reg) _,
+                p1 = out(reg) _,
+                options(nostack),
+            )
+        };
+    }
     // SAFETY: the loop reads `4 * groups` bytes and writes `2 * groups` words (the caller's
     // promise), word-aligned for STRD; it writes only the named registers and the flags.
     unsafe {
         if SIGNED {
-            core::arch::asm!(
-                "2:",
-                "ldr {w}, [{ip}], #4",
-                "sxtb16 {p0}, {w}",
-                "sxtb16 {p1}, {w}, ror #8",
-                "strd {p0}, {p1}, [{op}], #8",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                ip = inout(reg) input => _,
-                op = inout(reg) pairs => _,
-                n = inout(reg) groups => _,
-                w = out(reg) _,
-                p0 = out(reg) _,
-                p1 = out(reg) _,
-                options(nostack),
-            );
+            widen_loop!("sxtb16");
         } else {
-            core::arch::asm!(
-                "2:",
-                "ldr {w}, [{ip}], #4",
-                "uxtb16 {p0}, {w}",
-                "uxtb16 {p1}, {w}, ror #8",
-                "strd {p0}, {p1}, [{op}], #8",
-                "subs {n}, {n}, #1",
-                "bne 2b",
-                ip = inout(reg) input => _,
-                op = inout(reg) pairs => _,
-                n = inout(reg) groups => _,
-                w = out(reg) _,
-                p0 = out(reg) _,
-                p1 = out(reg) _,
-                options(nostack),
-            );
+            widen_loop!("uxtb16");
         }
     }
 }

@@ -34,7 +34,7 @@
 
 #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]
 mod arm_dsp;
-mod paired;
+pub mod paired;
 pub use paired::{
     dense_accumulate_paired, dense_requantize_paired, widen_pairs, Lane16, PairedWords,
 };
@@ -414,6 +414,24 @@ pub fn dense_accumulate<A: Activation, W: Weight, Acc: Accumulator>(
     });
 }
 
+/// Output `o` of a hidden layer from its accumulator: requantized by `requant[o]` (or
+/// `requant[0]` for every output when one step is given: per-layer scaling; the identity when
+/// none is given), then saturated into `range`.
+#[inline]
+fn requantize_output<Acc: Accumulator, O: Activation>(
+    acc: Acc,
+    requant: &[Requant],
+    o: usize,
+    range: ActRange,
+) -> O {
+    let step = requant
+        .get(o)
+        .or(requant.first())
+        .copied()
+        .unwrap_or(Requant::IDENTITY);
+    O::from_i32_saturating(range.clamp(acc.requantize(step)))
+}
+
 /// A hidden dense layer: accumulate as [`dense_accumulate`], requantize with `requant[o]`
 /// (or `requant[0]` for every output when one step is given: per-layer scaling; the identity
 /// when none is given), then saturate into `range` (a fused ReLU is `range.min == 0`).
@@ -427,13 +445,8 @@ pub fn dense_requantize<A: Activation, W: Weight, Acc: Accumulator, O: Activatio
 ) {
     let mut outputs = out.iter_mut();
     for_each_accumulator(input, weights, bias, |o, acc| {
-        let step = requant
-            .get(o)
-            .or(requant.first())
-            .copied()
-            .unwrap_or(Requant::IDENTITY);
         if let Some(y) = outputs.next() {
-            *y = O::from_i32_saturating(range.clamp(acc.requantize(step)));
+            *y = requantize_output(acc, requant, o, range);
         }
     });
 }
@@ -518,13 +531,8 @@ pub fn dense_requantize_packed<A: Activation, Acc: Accumulator, O: Activation>(
 ) {
     let n = input.len();
     for (o, (y, b)) in out.iter_mut().zip(bias).enumerate() {
-        let step = requant
-            .get(o)
-            .or(requant.first())
-            .copied()
-            .unwrap_or(Requant::IDENTITY);
         let acc = packed_dot(input, weights, o * n, *b);
-        *y = O::from_i32_saturating(range.clamp(acc.requantize(step)));
+        *y = requantize_output(acc, requant, o, range);
     }
 }
 

@@ -105,7 +105,7 @@ impl Lane16 for i16 {
 }
 
 /// Weights of 8, 4 or 2 bits in 32-bit words, in the order two-lane multiply-accumulates
-/// consume them (see the [module documentation](self)).
+/// consume them (see the [module documentation](crate::paired)).
 ///
 /// ```
 /// use ceg4n_runtime::PairedWords;
@@ -186,7 +186,7 @@ const fn lane_bits(bits: u32) -> u32 {
     }
 }
 
-/// Writes the activation pairs of `input` (see the [crate documentation](crate::PairedWords)):
+/// Writes the activation pairs of `input` (see the [module documentation](crate::paired)):
 /// for every group of four activations, `pairs[2j]` holds `a[4j]` and `a[4j + 2]`, `pairs[2j +
 /// 1]` holds `a[4j + 1]` and `a[4j + 3]` (low and high 16-bit lanes). Activations past the
 /// input are zero; stops at the end of `pairs`.
@@ -351,13 +351,8 @@ pub fn dense_requantize_paired<A: Lane16, O: Activation>(
 ) {
     let mut outputs = out.iter_mut();
     for_each_paired_accumulator(input, scratch, weights, bias, |o, acc| {
-        let step = requant
-            .get(o)
-            .or(requant.first())
-            .copied()
-            .unwrap_or(Requant::IDENTITY);
         if let Some(y) = outputs.next() {
-            *y = O::from_i32_saturating(range.clamp(crate::Accumulator::requantize(acc, step)));
+            *y = crate::requantize_output(acc, requant, o, range);
         }
     });
 }
