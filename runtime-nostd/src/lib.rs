@@ -416,8 +416,9 @@ pub fn dense_accumulate<A: Activation, W: Weight, Acc: Accumulator>(
 
 /// Output `o` of a hidden layer from its accumulator: requantized by `requant[o]` (or
 /// `requant[0]` for every output when one step is given: per-layer scaling; the identity when
-/// none is given), then saturated into `range`.
-#[inline]
+/// none is given), then saturated into `range`. Always inlined: the kernels' code must be
+/// what it was when the step lookup was written in each of them (flash and speed measured).
+#[inline(always)]
 fn requantize_output<Acc: Accumulator, O: Activation>(
     acc: Acc,
     requant: &[Requant],
