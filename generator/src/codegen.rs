@@ -205,7 +205,7 @@ struct StorageView {
     /// The first layer's weights with one negated (test-only), else empty.
     corrupted: String,
     /// The kernel's name suffix and its weights argument, e.g. `_paired` and
-    /// `&mut scratch, PairedWords::new(&W0, 8)`.
+    /// `&mut scratch, PairedWords::new(&LAYER0_WEIGHTS, 8)`.
     kernel_suffix: &'static str,
     weights_arg: String,
 }
@@ -215,18 +215,32 @@ const DEFAULT_BUILD: &str = "not(feature = \"arm-dsp\")";
 const ARM_DSP_BUILD: &str = "feature = \"arm-dsp\"";
 
 /// The class labels as the template writes them: the element type and the literals.
-fn label_view(labels: Option<&crate::ir::ClassLabels>) -> Option<minijinja::Value> {
+fn label_view(labels: Option<&crate::ir::ClassLabels>, outputs: usize) -> minijinja::Value {
     use crate::ir::ClassLabels;
     // A const's `&str` is `'static` already; the accessor's return type must say so.
-    let (const_type, label_type, items): (&str, &str, Vec<String>) = match labels? {
-        ClassLabels::Ints(v) => ("i64", "i64", v.iter().map(i64::to_string).collect()),
-        ClassLabels::Strings(v) => (
+    let (const_type, label_type, items, from_model): (&str, &str, Vec<String>, bool) = match labels
+    {
+        Some(ClassLabels::Ints(v)) => ("i64", "i64", v.iter().map(i64::to_string).collect(), true),
+        Some(ClassLabels::Strings(v)) => (
             "&str",
             "&'static str",
             v.iter().map(|s| format!("{s:?}")).collect(),
+            true,
+        ),
+        // No class table in the model: the class indices, as text.
+        None => (
+            "&str",
+            "&'static str",
+            (0..outputs).map(|i| format!("\"{i}\"")).collect(),
+            false,
         ),
     };
-    Some(context! { const_type => const_type, label_type => label_type, items => items.join(", ") })
+    context! {
+        const_type => const_type,
+        label_type => label_type,
+        items => items.join(", "),
+        from_model => from_model,
+    }
 }
 
 /// Memory the crate needs, computed from its arrays.
@@ -380,7 +394,9 @@ impl CrateSpec<'_> {
     }
 
     /// The template context: every number and choice, computed here.
-    fn context(&self) -> Result<minijinja::Value> {
+    /// `corrupt`: the test-only copy of the crate with one first-layer weight negated, which
+    /// the firmware's `corrupt-weight` feature runs instead (HIL tests must catch it).
+    fn context(&self, corrupt: bool) -> Result<minijinja::Value> {
         let net = self.net;
         if net.layers.is_empty() {
             bail!("the network has no layers");
@@ -392,15 +408,15 @@ impl CrateSpec<'_> {
                 let (weight_type, stored) =
                     stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
                 let (kernel_suffix, weights_arg) = match layout {
-                    WeightLayout::Plain => ("", format!("&W{index}")),
+                    WeightLayout::Plain => ("", format!("&LAYER{index}_WEIGHTS")),
                     WeightLayout::Packed => (
                         "_packed",
-                        format!("Packed::new(&W{index}, {})", l.weight_bits),
+                        format!("Packed::new(&LAYER{index}_WEIGHTS, {})", l.weight_bits),
                     ),
                     WeightLayout::Paired => (
                         "_paired",
                         format!(
-                            "&mut scratch, PairedWords::new(&W{index}, {})",
+                            "&mut scratch, PairedWords::new(&LAYER{index}_WEIGHTS, {})",
                             l.weight_bits
                         ),
                     ),
@@ -536,6 +552,8 @@ impl CrateSpec<'_> {
         };
         let (default_only_imports, dsp_only_imports) = (only(&default_imports), only(&dsp_imports));
         let ctx = context! {
+            corrupt => corrupt,
+            corrupt_name => format!("{}-corrupt", self.name),
             imports => common.join(", "),
             default_only_imports => default_only_imports,
             dsp_only_imports => dsp_only_imports,
@@ -574,7 +592,7 @@ impl CrateSpec<'_> {
                 class => v.class,
             }).collect::<Vec<_>>(),
             vector_count => self.vectors.len(),
-            labels => label_view(net.class_labels.as_ref()),
+            labels => label_view(net.class_labels.as_ref(), last.outputs),
             runtime_version => env!("CARGO_PKG_VERSION"),
             flash_origin => format!("0x{:08x}", self.board.flash_origin),
             ram_origin => format!("0x{:08x}", self.board.ram_origin),
@@ -583,7 +601,7 @@ impl CrateSpec<'_> {
     }
 
     fn render(&self) -> Result<Vec<(String, String)>> {
-        let mut files = render_all(TEMPLATES, &self.context()?)?;
+        let mut files = render_all(TEMPLATES, &self.context(false)?)?;
         for (file, text) in RUNTIME_FILES {
             files.push((format!("runtime/src/{file}"), (*text).into()));
         }
@@ -607,7 +625,19 @@ impl CrateSpec<'_> {
     /// Writes the firmware crate for the board to `out`, next to this crate written to
     /// `out/../crate`: it runs every vector and reports each output over semihosting.
     pub fn write_firmware(&self, out: &Path, force: bool) -> Result<PathBuf> {
-        let mut files = render_all(FIRMWARE_TEMPLATES, &self.context()?)?;
+        let mut files = render_all(FIRMWARE_TEMPLATES, &self.context(false)?)?;
+        // The test-only corrupted model lives with the firmware, not in the product crate.
+        let corrupt: Vec<(&str, &str)> = TEMPLATES
+            .iter()
+            .copied()
+            .filter(|(path, _)| ["Cargo.toml", "src/lib.rs", "runtime/Cargo.toml"].contains(path))
+            .collect();
+        for (path, text) in render_all(&corrupt, &self.context(true)?)? {
+            files.push((format!("corrupt-model/{path}"), text));
+        }
+        for (file, text) in RUNTIME_FILES {
+            files.push((format!("corrupt-model/runtime/src/{file}"), (*text).into()));
+        }
         files.push((
             MARKER.into(),
             "This directory was written by `ceg4n hil`; it may replace it.\n".into(),

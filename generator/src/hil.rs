@@ -388,7 +388,7 @@ pub fn count_instructions(
 }
 
 /// Flash and RAM of a firmware ELF, from its allocated sections, and the bytes of the model's
-/// weight arrays (`W0`, `W1`, ... symbols).
+/// weight arrays (`LAYER0_WEIGHTS`, `LAYER1_WEIGHTS`, ... symbols).
 #[derive(Clone, Copy, Debug, Serialize)]
 pub struct ElfMemory {
     /// Code, read-only data, vector table and initialised data's load image.
@@ -429,7 +429,7 @@ pub fn elf_memory(elf: &Path) -> Result<ElfMemory> {
     // Rust-mangled `<crate>::W<k>` statics: the path component is `<len>W<k>`, then the hash.
     let is_weight_array = |name: &str| {
         (0..64).any(|k: usize| {
-            let component = format!("W{k}");
+            let component = format!("LAYER{k}_WEIGHTS");
             name.contains(&format!("{}{component}17h", component.len()))
         })
     };

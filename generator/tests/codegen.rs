@@ -149,6 +149,7 @@ fn cargo_offline(dir: &std::path::Path, target: &std::path::Path, args: &[&str])
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
+        .env("RUSTDOCFLAGS", "-D warnings")
         .env_remove("RUSTFLAGS")
         .output()
         .unwrap();
@@ -172,9 +173,17 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     assert!(count >= 10);
     let target = dir.path().join("target");
     let run = |args: &[&str]| cargo_offline(&out, &target, args);
-    // Not --all-features: `test-corrupt-weight` must (and does) break the vectors.
-    let tested = run(&["test", "--features", "f32-input,fixed-input"]);
+    // Every feature is the product's (the test-only corrupted model lives with the firmware):
+    // the vectors pass, through the free functions and the `Classifier` trait, and so does
+    // the crate documentation's example.
+    let tested = run(&["test", "--all-features"]);
     assert!(tested.contains("3 passed"), "{tested}");
+    assert!(
+        tested.contains("src/lib.rs - (line") && tested.contains("... ok"),
+        "the crate doc's example: {tested}"
+    );
+    // Documentation builds without a warning (missing docs are denied in the crate).
+    run(&["doc", "--no-deps"]);
     for target in [
         "thumbv6m-none-eabi",
         "thumbv7m-none-eabi",
@@ -198,7 +207,10 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     let models = ("digits_mlp.onnx", "digits_props.json");
     model_crate(&paired, models, &[4], &[8], None);
     let lib = std::fs::read_to_string(paired.join("src/lib.rs")).unwrap();
-    assert!(lib.contains("PairedWords::new(&W0, 4)"), "{lib}");
+    assert!(
+        lib.contains("PairedWords::new(&LAYER0_WEIGHTS, 4)"),
+        "{lib}"
+    );
     let run_paired = |args: &[&str]| cargo_offline(&paired, &target, args);
     let tested = run_paired(&["test", "--features", "arm-dsp"]);
     assert!(

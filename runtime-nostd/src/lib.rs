@@ -549,6 +549,45 @@ fn packed_dot<A: Activation, Acc: Accumulator>(
     })
 }
 
+/// A classifier with integer inference: what a generated crate's `Model` implements, so that
+/// firmware can be written against any ceg4n model.
+///
+/// ```
+/// use ceg4n_runtime::{argmax, Classifier};
+///
+/// /// A toy model: the logits are the input.
+/// struct Echo;
+/// impl Classifier for Echo {
+///     const INPUTS: usize = 2;
+///     const OUTPUTS: usize = 2;
+///     type Input = [i8; 2];
+///     type Logits = [i32; 2];
+///     fn logits(&self, input: &[i8; 2], out: &mut [i32; 2]) {
+///         *out = input.map(i32::from);
+///     }
+///     fn predict(&self, input: &[i8; 2]) -> usize {
+///         let mut out = [0; 2];
+///         self.logits(input, &mut out);
+///         argmax(&out)
+///     }
+/// }
+/// assert_eq!(Echo.predict(&[3, 5]), 1);
+/// ```
+pub trait Classifier {
+    /// Number of input features.
+    const INPUTS: usize;
+    /// Number of logits (classes).
+    const OUTPUTS: usize;
+    /// A quantized input vector (`[i8; INPUTS]` or `[i16; INPUTS]`).
+    type Input;
+    /// The integer logits (`[i32; OUTPUTS]` or `[i64; OUTPUTS]`).
+    type Logits;
+    /// Writes the integer logits of `input` into `out`.
+    fn logits(&self, input: &Self::Input, out: &mut Self::Logits);
+    /// The predicted class: the largest logit, the lowest index on ties ([`argmax`]).
+    fn predict(&self, input: &Self::Input) -> usize;
+}
+
 /// Index of the largest value; the lowest index wins ties. `0` for an empty slice.
 pub fn argmax<T: PartialOrd + Copy>(values: &[T]) -> usize {
     best_index(values, |candidate, best| candidate > best)
