@@ -630,13 +630,11 @@ impl CrateSpec<'_> {
         let corrupt: Vec<(&str, &str)> = TEMPLATES
             .iter()
             .copied()
-            .filter(|(path, _)| ["Cargo.toml", "src/lib.rs", "runtime/Cargo.toml"].contains(path))
+            .filter(|(path, _)| ["Cargo.toml", "src/lib.rs"].contains(path))
             .collect();
+        // It uses the real crate's runtime (one runtime in the build).
         for (path, text) in render_all(&corrupt, &self.context(true)?)? {
             files.push((format!("corrupt-model/{path}"), text));
-        }
-        for (file, text) in RUNTIME_FILES {
-            files.push((format!("corrupt-model/runtime/src/{file}"), (*text).into()));
         }
         files.push((
             MARKER.into(),
