@@ -1,5 +1,5 @@
 //! Hardware in the loop under QEMU: for three bundled models and one board per core family
-//! (Cortex-M0, M3, M4F), generate the crate and its firmware, build it, run it in QEMU and
+//! (Cortex-M0, M3, M4F, M33), generate the crate and its firmware, build it, run it in QEMU and
 //! compare every device output with the host model, bit for bit. A firmware with one corrupted
 //! weight must be caught. Skipped, saying why, when qemu-system-arm is not installed
 //! (scripts/setup.sh installs it).
@@ -199,13 +199,14 @@ fn run_with(
 }
 
 #[test]
-fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f() {
+fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f_m33() {
     if skipped_without_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
     let cases = cases();
-    for board in ["microbit", "lm3s6965evb", "mps2-an386"] {
+    // Armv6-M, Armv7-M, Armv7E-M and Armv8-M Mainline (thumbv8m.main, Cortex-M33).
+    for board in ["microbit", "lm3s6965evb", "mps2-an386", "mps2-an505"] {
         let board = Board::find(None, board).unwrap();
         for case in &cases {
             let (exact, total, code) = run(case, &board, work.path(), false);
@@ -292,19 +293,26 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
         eprintln!("SKIPPED: no C compiler (cc) to build the QEMU instruction-counting plugin");
         return;
     };
-    let board = Board::find(None, "mps2-an386").unwrap();
     let digits = &cases()[1];
-    let spec = spec(digits, &board);
-    let row = ceg4n::hil::bench_device(&spec, &work.path().join("bench"), &plugin, Kernels::Safe)
-        .unwrap();
-    eprintln!("{row:?}");
-    // Every MAC needs at least one multiply instruction, and inference is not free of overhead.
-    assert!(row.instructions_per_inference >= row.macs as f64, "{row:?}");
-    assert!(row.instructions_per_mac < 50.0, "{row:?}");
-    assert!(
-        row.flash_bytes > row.weight_bytes_generated as u64,
-        "{row:?}"
-    );
+    // The M4F (Armv7E-M) and the M33 (Armv8-M Mainline).
+    for board in ["mps2-an386", "mps2-an505"] {
+        let board = Board::find(None, board).unwrap();
+        let spec = spec(digits, &board);
+        let work = work.path().join(format!("bench-{}", board.name));
+        let row = ceg4n::hil::bench_device(&spec, &work, &plugin, Kernels::Safe).unwrap();
+        eprintln!(
+            "{} ({}): {:.2} instructions per MAC, {row:?}",
+            board.name, board.core, row.instructions_per_mac
+        );
+        // Every MAC needs at least one multiply instruction, and inference is not free of
+        // overhead.
+        assert!(row.instructions_per_inference >= row.macs as f64, "{row:?}");
+        assert!(row.instructions_per_mac < 50.0, "{row:?}");
+        assert!(
+            row.flash_bytes > row.weight_bytes_generated as u64,
+            "{row:?}"
+        );
+    }
 }
 
 /// Real boards: needs a debug probe, so it is reported as ignored unless asked for:

@@ -15,8 +15,8 @@ if ! command -v python3 >/dev/null || ! python3 -m pip --version >/dev/null 2>&1
 fi
 # rust-toolchain.toml names the targets, but rustup adds them only when it installs the
 # toolchain itself; make sure they are there.
-rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf >/dev/null 2>&1 \
-  || rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf
+rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf >/dev/null 2>&1 \
+  || rustup target add thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf
 scripts/provision-z3.sh
 # QEMU runs the generated firmware in the hardware-in-the-loop tests and `ceg4n hil`.
 if ! command -v qemu-system-arm >/dev/null; then

@@ -10,7 +10,7 @@ cargo fmt --all -- --check
 step "cargo clippy"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
 step "runtime-nostd on Cortex-M targets"
-for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf; do
+for target in thumbv6m-none-eabi thumbv7m-none-eabi thumbv7em-none-eabihf thumbv8m.main-none-eabihf; do
   cargo build --quiet -p ceg4n-runtime --target "$target" --release
   echo "ceg4n-runtime builds for $target"
 done

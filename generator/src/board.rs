@@ -38,6 +38,7 @@ pub const SUPPORTED_TARGETS: &[&str] = &[
     "thumbv6m-none-eabi",
     "thumbv7m-none-eabi",
     "thumbv7em-none-eabihf",
+    "thumbv8m.main-none-eabihf",
 ];
 
 /// The board files bundled into the binary at build time (the repository's `boards/`).
