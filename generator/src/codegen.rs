@@ -257,8 +257,10 @@ pub struct Memory {
 pub use crate::int_model::PACK_BELOW_BITS;
 
 mod layout;
+mod test_vectors;
 pub use layout::WeightLayout;
 use layout::{stored_weight_bytes, stored_weights};
+pub use test_vectors::{vectors, RANDOM_VECTORS_PER_BOX};
 
 /// The requantization steps a layer stores: one when every output shares it (per-layer
 /// scaling; the runtime applies `requant[0]` to every output then), else one per output.
@@ -709,50 +711,6 @@ fn write_atomically(
     }
     std::fs::rename(&tmp, out).with_context(|| format!("{}: cannot write", out.display()))?;
     Ok(out.to_path_buf())
-}
-
-/// Random in-box points per box among the test vectors.
-pub const RANDOM_VECTORS_PER_BOX: usize = 16;
-
-/// Test vectors: every box's centre, up to 8 corners and random points, and the given inputs
-/// (counterexamples, test rows), each with the host model's logits.
-pub fn vectors(
-    net: &IntNetwork,
-    props: &[crate::data::Property],
-    extra: &[(String, Vec<f64>)],
-    seed: u64,
-) -> Vec<Vector> {
-    use rand::SeedableRng;
-    let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
-    let mut points: Vec<(String, Vec<f64>)> = Vec::new();
-    for p in props {
-        for (k, x) in p
-            .sample_points(0, 8, RANDOM_VECTORS_PER_BOX, &mut rng)
-            .into_iter()
-            .enumerate()
-        {
-            let origin = match k {
-                0 => format!("centre {}", p.id),
-                k if k <= 8 => format!("corner {}", p.id),
-                _ => format!("random {}", p.id),
-            };
-            points.push((origin, x));
-        }
-    }
-    points.extend(extra.iter().cloned());
-    points
-        .into_iter()
-        .map(|(origin, x)| {
-            let input = net.quantize_input(&x);
-            let logits = net.logits_q(&input);
-            Vector {
-                class: ceg4n_runtime::argmax(&logits),
-                origin,
-                input,
-                logits,
-            }
-        })
-        .collect()
 }
 
 /// Formats the generated Rust sources with rustfmt when it is installed (it ships with every
