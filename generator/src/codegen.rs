@@ -202,8 +202,6 @@ struct StorageView {
     weight_type: &'static str,
     weights: String,
     weight_len: usize,
-    /// The first layer's weights with one negated (test-only), else empty.
-    corrupted: String,
     /// The kernel's name suffix and its weights argument, e.g. `_paired` and
     /// `&mut scratch, PairedWords::new(&LAYER0_WEIGHTS, 8)`.
     kernel_suffix: &'static str,
@@ -404,11 +402,17 @@ impl CrateSpec<'_> {
             bail!("the network has no layers");
         }
         let (layouts, dsp_layouts) = (self.layouts(false), self.layouts(true));
-        let corrupted = corrupted_first_layer(net, &self.vectors);
+        // The test-only copy's first layer has one weight negated (found by evaluating the
+        // host model, so only computed for that copy).
+        let corrupted = corrupt.then(|| corrupted_first_layer(net, &self.vectors));
         let storage =
             |index: usize, l: &IntLayer, layout: WeightLayout, cfg: Option<&'static str>| {
+                let weights = match &corrupted {
+                    Some(negated) if index == 0 => negated,
+                    _ => &l.weights,
+                };
                 let (weight_type, stored) =
-                    stored_weights(&l.weights, l.inputs, l.weight_bits, layout);
+                    stored_weights(weights, l.inputs, l.weight_bits, layout);
                 let (kernel_suffix, weights_arg) = match layout {
                     WeightLayout::Plain => ("", format!("&LAYER{index}_WEIGHTS")),
                     WeightLayout::Packed => (
@@ -429,13 +433,6 @@ impl CrateSpec<'_> {
                     weight_type,
                     weight_len: stored.len(),
                     weights: stored.join(", "),
-                    corrupted: if index == 0 {
-                        stored_weights(&corrupted, l.inputs, l.weight_bits, layout)
-                            .1
-                            .join(", ")
-                    } else {
-                        String::new()
-                    },
                     kernel_suffix,
                     weights_arg,
                 }

@@ -426,7 +426,8 @@ pub fn elf_memory(elf: &Path) -> Result<ElfMemory> {
             }
         }
     }
-    // Rust-mangled `<crate>::W<k>` statics: the path component is `<len>W<k>`, then the hash.
+    // Rust-mangled `<crate>::LAYER<k>_WEIGHTS` statics: the path component is
+    // `<len>LAYER<k>_WEIGHTS`, then the hash.
     let is_weight_array = |name: &str| {
         (0..64).any(|k: usize| {
             let component = format!("LAYER{k}_WEIGHTS");
@@ -472,7 +473,7 @@ pub struct DeviceBench {
     /// Weight arrays as the generator computed them.
     pub weight_bytes_generated: usize,
     /// The model's own flash: code, weights and parameters (an image with one inference call
-    /// minus the same image without it; see [`measure_memory`]).
+    /// minus the same image without it, as [`measure_memory`] measures it).
     pub model_flash_bytes: u64,
 }
 
@@ -498,7 +499,9 @@ pub fn bench_device(
     }
     let elf = build_firmware(&firmware, &target, FirmwareVariant::Check, kernels)?;
     let memory = elf_memory(&elf)?;
-    let model = measure_memory(spec, None, work, &target, timeout, kernels)?;
+    // The model's flash, from the firmware already written above.
+    let with = work.join("measure-memory.elf");
+    let (with_model, without_model) = build_memory_pair(&firmware, &with, &target, kernels)?;
     let inferences = 10 * spec.vectors.len();
     let per_inference = counts[0].saturating_sub(counts[1]) as f64 / inferences.max(1) as f64;
     let macs: usize = spec.net.layers.iter().map(|l| l.inputs * l.outputs).sum();
@@ -514,7 +517,9 @@ pub fn bench_device(
         ram_bytes: memory.ram_bytes,
         weight_bytes_elf: memory.weight_bytes,
         weight_bytes_generated: spec.weight_bytes(kernels == Kernels::ArmDsp),
-        model_flash_bytes: model.model_flash_bytes,
+        model_flash_bytes: with_model
+            .flash_bytes
+            .saturating_sub(without_model.flash_bytes),
     })
 }
 
@@ -538,6 +543,32 @@ pub struct MeasuredMemory {
     pub stack_skipped: Option<String>,
 }
 
+/// Builds the written firmware crate `firmware` as the `measure-memory` pair (with and
+/// without the model) and reads both images; the measuring ELF is copied to `with` (both
+/// images land at the same path).
+fn build_memory_pair(
+    firmware: &Path,
+    with: &Path,
+    target_dir: &Path,
+    kernels: Kernels,
+) -> Result<(ElfMemory, ElfMemory)> {
+    let built = build_firmware(
+        firmware,
+        target_dir,
+        FirmwareVariant::MeasureMemory,
+        kernels,
+    )?;
+    std::fs::copy(&built, with).with_context(|| format!("{}: cannot copy", built.display()))?;
+    let with_memory = elf_memory(with)?;
+    let without = elf_memory(&build_firmware(
+        firmware,
+        target_dir,
+        FirmwareVariant::MeasureMemoryBaseline,
+        kernels,
+    )?)?;
+    Ok((with_memory, without))
+}
+
 /// Builds the `measure-memory` firmware pair of `spec` under `work` and runs the measuring
 /// one under QEMU on `emulated` (a board of the same target; `None`: flash only).
 pub fn measure_memory(
@@ -550,23 +581,9 @@ pub fn measure_memory(
 ) -> Result<MeasuredMemory> {
     spec.write(&work.join("crate"), true)?;
     spec.write_firmware(&work.join("firmware"), true)?;
-    let firmware = work.join("firmware");
-    // Both images land at the same path: keep a copy of the measuring one.
-    let built = build_firmware(
-        &firmware,
-        target_dir,
-        FirmwareVariant::MeasureMemory,
-        kernels,
-    )?;
     let with = work.join("measure-memory.elf");
-    std::fs::copy(&built, &with).with_context(|| format!("{}: cannot copy", built.display()))?;
-    let with_memory = elf_memory(&with)?;
-    let without = elf_memory(&build_firmware(
-        &firmware,
-        target_dir,
-        FirmwareVariant::MeasureMemoryBaseline,
-        kernels,
-    )?)?;
+    let (with_memory, without) =
+        build_memory_pair(&work.join("firmware"), &with, target_dir, kernels)?;
     let stack = match emulated {
         None => Err(format!(
             "no emulated board with target {}",

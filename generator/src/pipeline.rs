@@ -606,6 +606,13 @@ pub fn hil_on_board(
     corrupt_weight: bool,
     kernels: crate::hil::Kernels,
 ) -> Result<(crate::hil::Comparison, crate::hil::QemuRun)> {
+    if !crate::hil::Kernels::on(board).contains(&kernels) {
+        bail!(
+            "--arm-dsp: board {} ({}) has no DSP extension; it needs a thumbv7em core (Cortex-M4, M7)",
+            board.name,
+            board.core
+        );
+    }
     require_emulated(board)?;
     let prepared = prepare_crate(source, None)?;
     let spec = prepared.spec(board);

@@ -261,8 +261,8 @@ pub(crate) fn scaled_row_dot_portable(words: &[u32], pairs: &[u32], bits: u32, a
 /// word of `dots`. Not inlined, and its row count hidden from the optimiser (an identity): in
 /// a crate's `logits` every length is a constant, and the compiler would unroll a small
 /// layer's rows into copies of the row loop, flash that saves next to no instruction. One
-/// copy serves every layer.
-/// `BITS` is the weights' width, a constant so that each width gets its own straight loop.
+/// copy per weight width (`BITS`, a constant so that each width gets its own straight loop)
+/// serves every layer.
 #[inline(never)]
 fn scaled_dots<const BITS: u32>(words: &[u32], per_row: usize, pairs: &[u32], dots: &mut [u32]) {
     #[cfg(all(feature = "arm-dsp", target_arch = "arm"))]

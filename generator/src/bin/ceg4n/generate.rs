@@ -91,13 +91,6 @@ pub(crate) fn hil(
     kernels: ceg4n::hil::Kernels,
 ) -> Result<ExitCode> {
     let board = Board::find(board_dir, board)?;
-    if kernels == ceg4n::hil::Kernels::ArmDsp && !board.has_dsp() {
-        bail!(
-            "--arm-dsp: board {} ({}) has no DSP extension; it needs a thumbv7em core (Cortex-M4, M7)",
-            board.name,
-            board.core
-        );
-    }
     ceg4n::pipeline::require_emulated(&board)?;
     let report = source.load_report()?;
     let bits = source.quant.spec();
