@@ -226,6 +226,77 @@ fn device_outputs_equal_the_host_model_bit_for_bit_on_m0_m3_m4f_m33() {
     }
 }
 
+/// What a user types in a generated crate: `cargo run --release --example classify` builds the
+/// board example and runs it through the crate's runner (.cargo/config.toml: QEMU with
+/// semihosting for emulated boards); it prints every vector's class and label and exits 0.
+#[test]
+fn cargo_run_of_the_board_example_prints_every_class_under_qemu() {
+    if skipped_without_qemu() {
+        return;
+    }
+    let work = tempfile::tempdir().unwrap();
+    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
+    let iris = case(
+        "iris",
+        "iris_mlp.onnx",
+        iris_props,
+        "iris_test.csv",
+        Some((&[4], &[8])),
+    );
+    let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
+    for board in ["mps2-an386", "lm3s6965evb", "mps2-an505"] {
+        let board = Board::find(None, board).unwrap();
+        let dir = work.path().join(&board.name);
+        spec(&iris, &board).write(&dir, true).unwrap();
+        // A watchdog: a hung example must fail the test, not stall it.
+        let run = std::process::Command::new("timeout")
+            .args([
+                "300",
+                &cargo,
+                "run",
+                "--quiet",
+                "--release",
+                "--example",
+                "classify",
+            ])
+            .current_dir(&dir)
+            .env("CARGO_TARGET_DIR", work.path().join("target"))
+            .env_remove("RUSTFLAGS")
+            .output()
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&run.stdout);
+        assert_eq!(
+            run.status.code(),
+            Some(0),
+            "{}: {stdout}{}",
+            board.name,
+            String::from_utf8_lossy(&run.stderr)
+        );
+        let lines: Vec<&str> = stdout.lines().collect();
+        assert_eq!(
+            lines.len(),
+            iris.vectors.len() + 1,
+            "{}: {stdout}",
+            board.name
+        );
+        for (i, (line, v)) in lines.iter().zip(&iris.vectors).enumerate() {
+            // iris_mlp.onnx has no class table: the labels are the class indices.
+            let expected = format!("vector {i}: class {} ({})", v.class, v.class);
+            assert_eq!(*line, expected, "{}", board.name);
+        }
+        let summary = format!(
+            "{} vectors, 0 differ from the host model",
+            iris.vectors.len()
+        );
+        assert_eq!(lines.last(), Some(&summary.as_str()), "{}", board.name);
+        eprintln!(
+            "{}: cargo run --example classify printed {} classes",
+            board.name,
+            iris.vectors.len()
+        );
+    }
+}
+
 /// The opt-in `arm-dsp` kernels (SXTB16/SMLAD assembly over paired weights) on the Cortex-M4F:
 /// every vector bit-exact with the host model, as the default build's are, at 8-, 4- and 2-bit
 /// weights (each a paired layout of its own), and a corrupted weight is caught there too.

@@ -76,6 +76,27 @@ const TEMPLATES: &[(&str, &str)] = &[
         "runtime/Cargo.toml",
         include_str!("../../templates/crate/runtime/Cargo.toml.j2"),
     ),
+    (
+        "tests/data/vectors.rs",
+        include_str!("../../templates/crate/tests/data/vectors.rs.j2"),
+    ),
+    (
+        "examples/classify.rs",
+        include_str!("../../templates/crate/examples/classify.rs.j2"),
+    ),
+    (
+        ".cargo/config.toml",
+        include_str!("../../templates/crate/.cargo/config.toml.j2"),
+    ),
+    (
+        "build.rs",
+        include_str!("../../templates/crate/build.rs.j2"),
+    ),
+    // The board's memory map, the same file the test firmware links with.
+    (
+        "memory.x",
+        include_str!("../../templates/firmware/memory.x.j2"),
+    ),
 ];
 
 /// A box and what was established about it, for the certificate.
@@ -617,7 +638,12 @@ impl CrateSpec<'_> {
             &self.render()?,
             out,
             force,
-            &["src/lib.rs", "tests/vectors.rs"],
+            &[
+                "src/lib.rs",
+                "tests/vectors.rs",
+                "examples/classify.rs",
+                "build.rs",
+            ],
         )
     }
 

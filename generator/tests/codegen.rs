@@ -39,10 +39,23 @@ fn labelled_iris_crate(
 /// A crate of a bundled `(model, boxes)` for the Cortex-M4F board.
 fn model_crate(
     dir: &std::path::Path,
+    models: (&str, &str),
+    bits: &[u32],
+    act_bits: &[u32],
+    labels: Option<ceg4n::ir::ClassLabels>,
+) -> usize {
+    let board = Board::find(None, "mps2-an386").unwrap();
+    board_crate(dir, models, bits, act_bits, labels, &board)
+}
+
+/// [`model_crate`] for `board`.
+fn board_crate(
+    dir: &std::path::Path,
     (model, boxes): (&str, &str),
     bits: &[u32],
     act_bits: &[u32],
     labels: Option<ceg4n::ir::ClassLabels>,
+    board: &Board,
 ) -> usize {
     let model = model_file(model);
     let net = import_path(&model).unwrap();
@@ -51,11 +64,10 @@ fn model_crate(
     let config = QuantConfig::for_network(&task.net, bits, act_bits, 8, false, false).unwrap();
     let mut int_net = task.quantize(&config).unwrap();
     int_net.class_labels = labels;
-    let board = Board::find(None, "mps2-an386").unwrap();
     let spec = CrateSpec {
         name: "iris-snapshot".into(),
         net: &int_net,
-        board: &board,
+        board,
         certificate: Certificate {
             model: model.file_name().unwrap().to_string_lossy().into_owned(),
             model_sha256: "0".repeat(64),
@@ -143,9 +155,20 @@ fn an_existing_directory_is_never_overwritten_without_force() {
 /// Runs `cargo --offline ARGS` in `dir` with `target` as its target directory; it must
 /// succeed. Its standard output.
 fn cargo_offline(dir: &std::path::Path, target: &std::path::Path, args: &[&str]) -> String {
+    cargo_in(dir, target, &[&["--offline"][..], args].concat())
+}
+
+/// Fetches what a generated crate's board example needs (its dev-dependencies; the library
+/// itself needs nothing), so that every later command can run offline.
+fn fetch(dir: &std::path::Path, target: &std::path::Path) {
+    cargo_in(dir, target, &["fetch"]);
+}
+
+/// Runs `cargo ARGS` in `dir` with `target` as its target directory; it must succeed. Its
+/// standard output.
+fn cargo_in(dir: &std::path::Path, target: &std::path::Path, args: &[&str]) -> String {
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     let o = Command::new(&cargo)
-        .arg("--offline")
         .args(args)
         .current_dir(dir)
         .env("CARGO_TARGET_DIR", target)
@@ -173,10 +196,12 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     assert!(count >= 10);
     let target = dir.path().join("target");
     let run = |args: &[&str]| cargo_offline(&out, &target, args);
+    fetch(&out, &target);
     // Every feature is the product's (the test-only corrupted model lives with the firmware):
     // the vectors pass, through the free functions and the `Classifier` trait, and so does
-    // the crate documentation's example.
-    let tested = run(&["test", "--all-features"]);
+    // the crate documentation's example. On the host: the crate builds for its board by
+    // default (.cargo/config.toml).
+    let tested = run(&["test", "--target", "host-tuple", "--all-features"]);
     assert!(tested.contains("3 passed"), "{tested}");
     assert!(
         tested.contains("src/lib.rs - (line") && tested.contains("... ok"),
@@ -193,6 +218,8 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     }
     run(&[
         "clippy",
+        "--target",
+        "host-tuple",
         "--all-targets",
         "--all-features",
         "--",
@@ -212,7 +239,8 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
         "{lib}"
     );
     let run_paired = |args: &[&str]| cargo_offline(&paired, &target, args);
-    let tested = run_paired(&["test", "--features", "arm-dsp"]);
+    fetch(&paired, &target);
+    let tested = run_paired(&["test", "--target", "host-tuple", "--features", "arm-dsp"]);
     assert!(
         tested.contains("logits_match_the_host_model_bit_for_bit ... ok"),
         "{tested}"
@@ -220,4 +248,92 @@ fn a_generated_crate_builds_for_cortex_m_and_matches_the_host_model() {
     let dsp = ["--target", "thumbv7em-none-eabihf", "--features", "arm-dsp"];
     run_paired(&[&["build", "--release"][..], &dsp[..]].concat());
     run_paired(&[&["clippy"][..], &dsp[..], &["--", "-D", "warnings"][..]].concat());
+}
+
+/// The board example of a generated crate (`examples/classify.rs`, run by `cargo run --release
+/// --example classify` through the runner in `.cargo/config.toml`; the QEMU boards run it in
+/// the `hil` tests) builds and lints clean for every bundled board, real ones included, with
+/// their memory maps; on the host it runs with std and agrees with the vectors. And the crate
+/// is publishable: `cargo package` packages it and its vendored runtime, offline.
+#[test]
+fn the_board_example_builds_for_every_board_and_the_crate_packages_offline() {
+    let dir = tempfile::tempdir().unwrap();
+    let target = dir.path().join("target");
+    let models = ("iris_mlp.onnx", "iris_props.json");
+    let boards = Board::all(None).unwrap();
+    assert!(boards.len() >= 12, "{boards:?}");
+    for board in &boards {
+        let out = dir.path().join(&board.name);
+        board_crate(&out, models, &[4], &[8], None, board);
+        let config = std::fs::read_to_string(out.join(".cargo/config.toml")).unwrap();
+        assert!(config.contains(&format!("target = \"{}\"", board.target)));
+        let runner = match (&board.qemu_machine, &board.probe_rs_chip) {
+            (Some(machine), _) => format!("qemu-system-arm -M {machine}"),
+            (None, Some(chip)) => format!("probe-rs run --chip {chip}"),
+            (None, None) => panic!("{}: neither emulated nor a probe-rs chip", board.name),
+        };
+        assert!(config.contains(&runner), "{}: {config}", board.name);
+        cargo_in(
+            &out,
+            &target,
+            &["build", "--release", "--example", "classify"],
+        );
+        let elf = target.join(&board.target).join("release/examples/classify");
+        let memory = ceg4n::hil::elf_memory(&elf).unwrap();
+        assert!(memory.flash_bytes > 0, "{}", board.name);
+        // Linked with the board's memory map: the vector table sits at its flash origin.
+        let entry = elf_section_address(&elf, ".vector_table");
+        assert_eq!(entry, Some(board.flash_origin), "{}", board.name);
+    }
+    // Lints: the emulated (semihosting) and the real-board (RTT) flavour.
+    for name in ["mps2-an386", "nrf52840-dk"] {
+        let out = dir.path().join(name);
+        cargo_in(
+            &out,
+            &target,
+            &["clippy", "--examples", "--", "-D", "warnings"],
+        );
+    }
+    // On the host the example runs with std: every vector, then the summary.
+    let an386 = dir.path().join("mps2-an386");
+    let ran = cargo_offline(
+        &an386,
+        &target,
+        &[
+            "run",
+            "--quiet",
+            "--example",
+            "classify",
+            "--target",
+            "host-tuple",
+        ],
+    );
+    assert!(ran.starts_with("vector 0: class "), "{ran}");
+    assert!(
+        ran.ends_with(" vectors, 0 differ from the host model\n"),
+        "{ran}"
+    );
+    // Publishable: the crate and its vendored runtime package (and build) offline.
+    let listed = cargo_offline(&an386, &target, &["package", "--list"]);
+    for file in [
+        "examples/classify.rs",
+        "memory.x",
+        "build.rs",
+        "src/arm_dsp.rs",
+    ] {
+        assert!(listed.contains(file), "{file} not packaged: {listed}");
+    }
+    cargo_offline(&an386, &target, &["package"]);
+    let packaged = target.join("package");
+    for name in ["iris-snapshot-0.1.0.crate", "ceg4n-runtime-0.1.0.crate"] {
+        assert!(packaged.join(name).exists(), "{name}");
+    }
+}
+
+/// The load address of an ELF section.
+fn elf_section_address(elf: &std::path::Path, name: &str) -> Option<u64> {
+    use object::{Object, ObjectSection};
+    let data = std::fs::read(elf).unwrap();
+    let file = object::File::parse(&*data).unwrap();
+    file.section_by_name(name).map(|s| s.address())
 }
