@@ -388,6 +388,63 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
 
 /// Real boards: needs a debug probe, so it is reported as ignored unless asked for:
 /// `CEG4N_PROBE=nrf52840-dk cargo test --test hil -- --ignored real_board`.
+/// The test firmware of a real board reports over RTT: it builds, with rtt-target's control
+/// block in the board's RAM, for an Armv6-M and an Armv7E-M board (no probe needed).
+#[test]
+fn the_real_board_firmware_reports_over_rtt() {
+    let work = tempfile::tempdir().unwrap();
+    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
+    let iris = case(
+        "iris",
+        "iris_mlp.onnx",
+        iris_props,
+        "iris_test.csv",
+        Some((&[4], &[8])),
+    );
+    for board in ["rp2040", "nrf52840-dk"] {
+        let board = Board::find(None, board).unwrap();
+        let dir = work.path().join(&board.name);
+        let spec = spec(&iris, &board);
+        spec.write(&dir.join("crate"), true).unwrap();
+        spec.write_firmware(&dir.join("firmware"), true).unwrap();
+        let elf = build_firmware(
+            &dir.join("firmware"),
+            &work.path().join("target"),
+            FirmwareVariant::Check,
+            Kernels::Safe,
+        )
+        .unwrap();
+        let control_block = ceg4n::flash::rtt_control_block(&elf).unwrap();
+        let ram = board.ram_origin..board.ram_origin + board.ram_length;
+        assert!(
+            ram.contains(&control_block),
+            "{}: {control_block:#x}",
+            board.name
+        );
+    }
+}
+
+/// `ceg4n hil` on a real board: flashed through the probe, its report read over RTT, every
+/// output compared with the host model, bit for bit.
+#[test]
+#[ignore = "needs a debug probe: CEG4N_PROBE=<board> cargo test --test hil -- --ignored real_board"]
+fn real_board_hil_over_rtt_is_bit_exact_when_a_probe_is_named() {
+    let board_name = std::env::var("CEG4N_PROBE")
+        .expect("set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached");
+    let board = Board::find(None, &board_name).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let iris = &cases()[0];
+    let (exact, total, code) = run(iris, &board, work.path(), false);
+    assert_eq!((exact, code), (total, Some(0)), "{}", board.name);
+    // A corrupted weight is caught on the board too.
+    let (exact, total, _) = run(iris, &board, work.path(), true);
+    assert!(
+        exact < total,
+        "{}: the corrupted weight went unnoticed",
+        board.name
+    );
+}
+
 #[test]
 #[ignore = "needs a debug probe: CEG4N_PROBE=<board> cargo test --test hil -- --ignored real_board"]
 fn real_board_flashing_when_a_probe_is_named() {
@@ -412,7 +469,7 @@ fn real_board_flashing_when_a_probe_is_named() {
 }
 
 #[test]
-fn flashing_without_a_probe_fails_with_one_clear_line() {
+fn flashing_or_hil_without_a_probe_fails_with_one_clear_line() {
     if !ceg4n::flash::probes().is_empty() {
         eprintln!("SKIPPED: a debug probe is attached");
         return;
@@ -426,6 +483,23 @@ fn flashing_without_a_probe_fails_with_one_clear_line() {
     let stderr = String::from_utf8_lossy(&run.stderr);
     assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
     assert!(stderr.contains("no debug probe found"), "{stderr}");
+    // `ceg4n hil` on a real board says the same, before it writes anything.
+    let work = tempfile::tempdir().unwrap();
+    let out = work.path().join("hil");
+    let model = models_dir().join("iris_mlp.onnx");
+    let run = std::process::Command::new(env!("CARGO_BIN_EXE_ceg4n"))
+        .args(["hil", "--board", "nrf52840-dk", "--bits", "4", "--props"])
+        .arg(models_dir().join("iris_props.json"))
+        .arg(&model)
+        .arg("--out")
+        .arg(&out)
+        .output()
+        .unwrap();
+    assert_eq!(run.status.code(), Some(3));
+    let stderr = String::from_utf8_lossy(&run.stderr);
+    assert_eq!(stderr.trim_end().lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("no debug probe found"), "{stderr}");
+    assert!(!out.exists(), "a half-written {}", out.display());
 }
 
 /// The firmware built with `prove-no-panic` links only if the optimiser removed every path to

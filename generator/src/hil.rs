@@ -157,12 +157,15 @@ fn firmware_name_and_target(dir: &Path) -> Result<(String, String)> {
     Ok((manifest.package.name, config.build.target))
 }
 
-/// What one QEMU run printed and how it ended.
+/// What one run of the test firmware printed and how it ended: under QEMU, or on a real
+/// board over RTT ([`crate::flash::run_rtt`]).
 #[derive(Clone, Debug)]
-pub struct QemuRun {
-    /// Everything the firmware printed over semihosting.
+pub struct DeviceRun {
+    /// Everything the firmware printed (semihosting under QEMU, RTT channel 0 on a board).
     pub stdout: String,
-    /// The firmware's exit status (semihosting exit), `None` if it was killed.
+    /// The firmware's exit status (semihosting exit under QEMU; on a real board, which runs
+    /// on after its `DONE` line, the status it reports there: 0 when it saw no mismatch),
+    /// `None` if it was killed or never finished.
     pub exit_code: Option<i32>,
     /// Killed by the host-side watchdog.
     pub timed_out: bool,
@@ -171,7 +174,7 @@ pub struct QemuRun {
 }
 
 /// Runs `elf` on the board's QEMU machine with semihosting; kills it after `timeout`.
-pub fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<QemuRun> {
+pub fn run_qemu(board: &Board, elf: &Path, timeout: Duration) -> Result<DeviceRun> {
     run_qemu_with(board, elf, timeout, &[])
 }
 
@@ -181,7 +184,7 @@ fn run_qemu_with(
     elf: &Path,
     timeout: Duration,
     extra: &[std::ffi::OsString],
-) -> Result<QemuRun> {
+) -> Result<DeviceRun> {
     let Some(machine) = &board.qemu_machine else {
         bail!(
             "board {} is not emulated (no qemu_machine in its board file); real boards run through a debug probe",
@@ -248,7 +251,7 @@ fn run_qemu_with(
             errors.lines().next().unwrap_or("no message")
         )));
     }
-    Ok(QemuRun {
+    Ok(DeviceRun {
         stdout,
         exit_code: status.and_then(|s| s.code()),
         timed_out,
@@ -619,7 +622,8 @@ pub fn measure_memory(
 
 /// Writes `spec`'s crate and firmware under `work` (`crate/`, `firmware/`; `force` as in
 /// [`crate::codegen::CrateSpec::write`]), builds the firmware as `variant` in `target_dir`
-/// (shareable between runs), runs it under QEMU and compares every output with the host model.
+/// (shareable between runs), runs it under QEMU, or on a real board over a debug probe (RTT), and compares every output
+/// with the host model.
 pub fn run_model(
     spec: &crate::codegen::CrateSpec,
     work: &Path,
@@ -628,10 +632,13 @@ pub fn run_model(
     kernels: Kernels,
     timeout: Duration,
     force: bool,
-) -> Result<(Comparison, QemuRun)> {
+) -> Result<(Comparison, DeviceRun)> {
     spec.write(&work.join("crate"), force)?;
     spec.write_firmware(&work.join("firmware"), force)?;
     let elf = build_firmware(&work.join("firmware"), target_dir, variant, kernels)?;
-    let run = run_qemu(spec.board, &elf, timeout)?;
+    let run = match spec.board.qemu_machine {
+        Some(_) => run_qemu(spec.board, &elf, timeout)?,
+        None => crate::flash::run_rtt(spec.board, &elf, timeout)?,
+    };
     Ok((compare(&spec.vectors, &run.stdout), run))
 }

@@ -306,7 +306,7 @@ pub struct DeviceRun {
     /// Device outputs against the host model, vector by vector.
     pub comparison: crate::hil::Comparison,
     /// How the QEMU run ended.
-    pub run: crate::hil::QemuRun,
+    pub run: crate::hil::DeviceRun,
     /// Instructions per inference (QEMU plugin); an error says why it was not counted.
     pub bench: Result<crate::hil::DeviceBench>,
     /// The model's flash and stack measured on the device build; an error says why not.
@@ -594,10 +594,12 @@ impl VerifyBoxes<'_> {
     }
 }
 
-/// `ceg4n hil`: generates the crate and its test firmware for an emulated board under `out`,
-/// runs it under QEMU (killed after `timeout`) and compares every device output with the host
-/// model. `corrupt_weight` (test-only) flips a first-layer weight in the firmware: the
-/// comparison must then fail. `kernels` picks the paired layers' row loop.
+/// `ceg4n hil`: generates the crate and its test firmware for `board` under `out`, runs it
+/// under QEMU (an emulated board, killed after `timeout`) or on the real board through a debug
+/// probe (flashed with probe-rs, its report read over RTT until `timeout`), and compares every
+/// device output with the host model. `corrupt_weight` (test-only) flips a first-layer weight
+/// in the firmware: the comparison must then fail. `kernels` picks the paired layers' row
+/// loop.
 pub fn hil_on_board(
     source: CrateSource,
     board: &crate::board::Board,
@@ -605,7 +607,7 @@ pub fn hil_on_board(
     timeout: std::time::Duration,
     corrupt_weight: bool,
     kernels: crate::hil::Kernels,
-) -> Result<(crate::hil::Comparison, crate::hil::QemuRun)> {
+) -> Result<(crate::hil::Comparison, crate::hil::DeviceRun)> {
     if !crate::hil::Kernels::on(board).contains(&kernels) {
         bail!(
             "--arm-dsp: board {} ({}) has no DSP extension; it needs a thumbv7em core (Cortex-M4, M7)",
@@ -613,7 +615,8 @@ pub fn hil_on_board(
             board.core
         );
     }
-    require_emulated(board)?;
+    // Before anything is written: a real board needs its probe.
+    require_runnable(board)?;
     let prepared = prepare_crate(source, None)?;
     let spec = prepared.spec(board);
     let variant = if corrupt_weight {
@@ -632,15 +635,11 @@ pub fn hil_on_board(
     )
 }
 
-/// Fails (a device error) unless QEMU emulates `board`: device results are read back from
-/// emulated boards only.
-pub fn require_emulated(board: &crate::board::Board) -> Result<()> {
-    if board.qemu_machine.is_none() {
-        return Err(crate::Error::Device(format!(
-            "board {} is a real board ({}): flash it with `ceg4n flash`; reading device results back over RTT is not implemented yet; emulated boards: see `ceg4n boards`",
-            board.name,
-            board.probe_rs_chip.as_deref().unwrap_or("no probe-rs chip")
-        )));
+/// Fails (a device error) unless `board` can run the test firmware here: QEMU emulates it, or
+/// it is a real board with a debug probe attached (results read back over RTT).
+pub fn require_runnable(board: &crate::board::Board) -> Result<()> {
+    match board.qemu_machine {
+        Some(_) => Ok(()),
+        None => crate::flash::require_probe(board),
     }
-    Ok(())
 }

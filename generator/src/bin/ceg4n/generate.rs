@@ -91,7 +91,7 @@ pub(crate) fn hil(
     kernels: ceg4n::hil::Kernels,
 ) -> Result<ExitCode> {
     let board = Board::find(board_dir, board)?;
-    ceg4n::pipeline::require_emulated(&board)?;
+    ceg4n::pipeline::require_runnable(&board)?;
     let report = source.load_report()?;
     let bits = source.quant.spec();
     let (comparison, run) = ceg4n::pipeline::hil_on_board(
@@ -111,14 +111,13 @@ pub(crate) fn hil(
     if run.timed_out {
         println!("the firmware did not finish within {timeout} s (killed)");
     }
+    let ran_on = match &board.qemu_machine {
+        Some(machine) => format!("QEMU {machine}"),
+        None => "debug probe, RTT".into(),
+    };
     println!(
-        "{}/{} vectors bit-exact on {} ({}, QEMU {}, {kernels} kernels), {:.1} s",
-        comparison.bit_exact,
-        comparison.total,
-        board.name,
-        board.core,
-        board.qemu_machine.as_deref().unwrap_or("-"),
-        run.seconds
+        "{}/{} vectors bit-exact on {} ({}, {ran_on}, {kernels} kernels), {:.1} s",
+        comparison.bit_exact, comparison.total, board.name, board.core, run.seconds
     );
     Ok(crate::success_if(
         comparison.passed() && run.exit_code == Some(0),
