@@ -31,6 +31,22 @@ pub struct Board {
     pub qemu_cpu: Option<String>,
     /// probe-rs chip name, if the board is flashed with probe-rs.
     pub probe_rs_chip: Option<String>,
+    /// What the chip's boot ROM needs in flash before it runs an image, if anything.
+    #[serde(default)]
+    pub boot_block: Option<BootBlock>,
+}
+
+/// What a chip's boot ROM needs in flash before it runs an image (most Cortex-M chips: nothing,
+/// they start at the vector table).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootBlock {
+    /// RP2040: a 256-byte second-stage boot loader at the start of flash, which sets up the
+    /// external flash (`rp2040-boot2`'s, for the W25Q080 of the Raspberry Pi Pico).
+    Rp2040Boot2,
+    /// RP2350: an IMAGE_DEF block within the first 4 KiB of flash (the datasheet's minimal one:
+    /// a secure Arm executable).
+    Rp2350ImageDef,
 }
 
 /// The targets boards may name (those `rust-toolchain.toml` installs).

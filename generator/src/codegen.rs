@@ -13,91 +13,8 @@ use crate::board::Board;
 use crate::int_model::{AccWidth, Bias, IntLayer, IntNetwork, LayerOutput};
 use ceg4n_runtime::PairedWords;
 
-/// ceg4n-runtime's source, vendored into every generated crate.
-pub const RUNTIME_SOURCE: &str = include_str!("../../runtime-nostd/src/lib.rs");
-
-/// ceg4n-runtime's source files (path under `src/`, text), vendored byte for byte.
-pub const RUNTIME_FILES: &[(&str, &str)] = &[
-    ("lib.rs", RUNTIME_SOURCE),
-    (
-        "paired.rs",
-        include_str!("../../runtime-nostd/src/paired.rs"),
-    ),
-    (
-        "arm_dsp.rs",
-        include_str!("../../runtime-nostd/src/arm_dsp.rs"),
-    ),
-];
-
 /// The marker file that identifies a directory as generated (and so safe to replace).
 pub const MARKER: &str = ".ceg4n-generated";
-
-const FIRMWARE_TEMPLATES: &[(&str, &str)] = &[
-    (
-        "Cargo.toml",
-        include_str!("../../templates/firmware/Cargo.toml.j2"),
-    ),
-    (
-        "memory.x",
-        include_str!("../../templates/firmware/memory.x.j2"),
-    ),
-    (
-        "build.rs",
-        include_str!("../../templates/firmware/build.rs.j2"),
-    ),
-    (
-        ".cargo/config.toml",
-        include_str!("../../templates/firmware/.cargo/config.toml.j2"),
-    ),
-    (
-        "src/main.rs",
-        include_str!("../../templates/firmware/src/main.rs.j2"),
-    ),
-];
-
-const TEMPLATES: &[(&str, &str)] = &[
-    (
-        "Cargo.toml",
-        include_str!("../../templates/crate/Cargo.toml.j2"),
-    ),
-    (
-        "src/lib.rs",
-        include_str!("../../templates/crate/src/lib.rs.j2"),
-    ),
-    (
-        "tests/vectors.rs",
-        include_str!("../../templates/crate/tests/vectors.rs.j2"),
-    ),
-    (
-        "README.md",
-        include_str!("../../templates/crate/README.md.j2"),
-    ),
-    (
-        "runtime/Cargo.toml",
-        include_str!("../../templates/crate/runtime/Cargo.toml.j2"),
-    ),
-    (
-        "tests/data/vectors.rs",
-        include_str!("../../templates/crate/tests/data/vectors.rs.j2"),
-    ),
-    (
-        "examples/classify.rs",
-        include_str!("../../templates/crate/examples/classify.rs.j2"),
-    ),
-    (
-        ".cargo/config.toml",
-        include_str!("../../templates/crate/.cargo/config.toml.j2"),
-    ),
-    (
-        "build.rs",
-        include_str!("../../templates/crate/build.rs.j2"),
-    ),
-    // The board's memory map, the same file the test firmware links with.
-    (
-        "memory.x",
-        include_str!("../../templates/firmware/memory.x.j2"),
-    ),
-];
 
 /// A box and what was established about it, for the certificate.
 #[derive(Clone, Debug, Serialize)]
@@ -276,9 +193,13 @@ pub struct Memory {
 pub use crate::int_model::PACK_BELOW_BITS;
 
 mod layout;
+mod templates;
 mod test_vectors;
+
 pub use layout::WeightLayout;
 use layout::{stored_weight_bytes, stored_weights};
+use templates::{boot_block_item, FIRMWARE_TEMPLATES, TEMPLATES};
+pub use templates::{RUNTIME_FILES, RUNTIME_SOURCE};
 pub use test_vectors::{vectors, RANDOM_VECTORS_PER_BOX};
 
 /// The requantization steps a layer stores: one when every output shares it (per-layer
@@ -614,6 +535,7 @@ impl CrateSpec<'_> {
             vector_count => self.vectors.len(),
             labels => label_view(net.class_labels.as_ref(), last.outputs),
             runtime_version => env!("CARGO_PKG_VERSION"),
+            boot_block_item => boot_block_item(self.board.boot_block),
             flash_origin => format!("0x{:08x}", self.board.flash_origin),
             ram_origin => format!("0x{:08x}", self.board.ram_origin),
         };

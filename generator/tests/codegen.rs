@@ -6,7 +6,7 @@ mod common;
 
 use std::process::Command;
 
-use ceg4n::board::Board;
+use ceg4n::board::{Board, BootBlock};
 use ceg4n::codegen::{
     vectors, Certificate, CertifiedBox, CrateSpec, RUNTIME_FILES, RUNTIME_SOURCE,
 };
@@ -281,9 +281,26 @@ fn the_board_example_builds_for_every_board_and_the_crate_packages_offline() {
         let elf = target.join(&board.target).join("release/examples/classify");
         let memory = ceg4n::hil::elf_memory(&elf).unwrap();
         assert!(memory.flash_bytes > 0, "{}", board.name);
-        // Linked with the board's memory map: the vector table sits at its flash origin.
-        let entry = elf_section_address(&elf, ".vector_table");
-        assert_eq!(entry, Some(board.flash_origin), "{}", board.name);
+        // Linked with the board's memory map: the vector table sits at its flash origin, after
+        // the boot block the chip's boot ROM needs there.
+        let vectors = elf_section_address(&elf, ".vector_table");
+        match board.boot_block {
+            None => assert_eq!(vectors, Some(board.flash_origin), "{}", board.name),
+            Some(BootBlock::Rp2040Boot2) => {
+                let boot2 = elf_section_address(&elf, ".boot2");
+                assert_eq!(boot2, Some(board.flash_origin), "{}", board.name);
+                assert_eq!(vectors, Some(board.flash_origin + 0x100), "{}", board.name);
+            }
+            Some(BootBlock::Rp2350ImageDef) => {
+                assert_eq!(vectors, Some(board.flash_origin), "{}", board.name);
+                let block = elf_section_address(&elf, ".start_block").unwrap();
+                assert!(
+                    block < board.flash_origin + 4096,
+                    "{}: {block:#x}",
+                    board.name
+                );
+            }
+        }
     }
     // Lints: the emulated (semihosting) and the real-board (RTT) flavour.
     for name in ["mps2-an386", "nrf52840-dk"] {
