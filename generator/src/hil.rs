@@ -572,6 +572,39 @@ fn build_memory_pair(
     Ok((with_memory, without))
 }
 
+/// The image whose stack `emulated` measures: the measuring image `with` itself when it was
+/// built for that board, else the same program (same target, so the same code) built with the
+/// emulated board's memory map, under `work/stack` (a real board's map, e.g. flash at
+/// 0x10000000, does not run on an emulated machine).
+fn stack_image(
+    spec: &crate::codegen::CrateSpec,
+    emulated: &Board,
+    work: &Path,
+    with: &Path,
+    target_dir: &Path,
+    kernels: Kernels,
+) -> Result<PathBuf> {
+    if emulated == spec.board {
+        return Ok(with.to_path_buf());
+    }
+    let on_emulated = crate::codegen::CrateSpec {
+        name: spec.name.clone(),
+        net: spec.net,
+        board: emulated,
+        certificate: spec.certificate.clone(),
+        vectors: spec.vectors.clone(),
+    };
+    let dir = work.join("stack");
+    on_emulated.write(&dir.join("crate"), true)?;
+    on_emulated.write_firmware(&dir.join("firmware"), true)?;
+    build_firmware(
+        &dir.join("firmware"),
+        target_dir,
+        FirmwareVariant::MeasureMemory,
+        kernels,
+    )
+}
+
 /// Builds the `measure-memory` firmware pair of `spec` under `work` and runs the measuring
 /// one under QEMU on `emulated` (a board of the same target; `None`: flash only).
 pub fn measure_memory(
@@ -592,7 +625,8 @@ pub fn measure_memory(
             "no emulated board with target {}",
             spec.board.target
         )),
-        Some(board) => run_qemu(board, &with, timeout)
+        Some(board) => stack_image(spec, board, work, &with, target_dir, kernels)
+            .and_then(|elf| run_qemu(board, &elf, timeout))
             .map_err(|e| format!("{e:#}"))
             .and_then(|run| {
                 run.stdout
