@@ -132,6 +132,19 @@ fn cases() -> Vec<Case> {
     ]
 }
 
+/// The bundled iris model at 4-bit weights and 8-bit activations, without refinement: for
+/// tests of the crate's plumbing rather than of the bits.
+fn iris_at_4_bits() -> Case {
+    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
+    case(
+        "iris",
+        "iris_mlp.onnx",
+        iris_props,
+        "iris_test.csv",
+        Some((&[4], &[8])),
+    )
+}
+
 fn spec<'a>(case: &'a Case, board: &'a Board) -> CrateSpec<'a> {
     CrateSpec {
         name: format!("{}-model", case.name),
@@ -235,14 +248,7 @@ fn cargo_run_of_the_board_example_prints_every_class_under_qemu() {
         return;
     }
     let work = tempfile::tempdir().unwrap();
-    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
-    let iris = case(
-        "iris",
-        "iris_mlp.onnx",
-        iris_props,
-        "iris_test.csv",
-        Some((&[4], &[8])),
-    );
+    let iris = iris_at_4_bits();
     let cargo = std::env::var("CARGO").unwrap_or_else(|_| "cargo".into());
     for board in ["mps2-an386", "lm3s6965evb", "mps2-an505"] {
         let board = Board::find(None, board).unwrap();
@@ -386,34 +392,16 @@ fn instructions_per_inference_are_counted_by_the_tcg_plugin() {
     }
 }
 
-/// Real boards: needs a debug probe, so it is reported as ignored unless asked for:
-/// `CEG4N_PROBE=nrf52840-dk cargo test --test hil -- --ignored real_board`.
 /// The test firmware of a real board reports over RTT: it builds, with rtt-target's control
 /// block in the board's RAM, for an Armv6-M and an Armv7E-M board (no probe needed).
 #[test]
 fn the_real_board_firmware_reports_over_rtt() {
     let work = tempfile::tempdir().unwrap();
-    let iris_props = load_properties(&models_dir().join("iris_props.json"), 4).unwrap();
-    let iris = case(
-        "iris",
-        "iris_mlp.onnx",
-        iris_props,
-        "iris_test.csv",
-        Some((&[4], &[8])),
-    );
+    let iris = iris_at_4_bits();
     for board in ["rp2040", "nrf52840-dk"] {
         let board = Board::find(None, board).unwrap();
         let dir = work.path().join(&board.name);
-        let spec = spec(&iris, &board);
-        spec.write(&dir.join("crate"), true).unwrap();
-        spec.write_firmware(&dir.join("firmware"), true).unwrap();
-        let elf = build_firmware(
-            &dir.join("firmware"),
-            &work.path().join("target"),
-            FirmwareVariant::Check,
-            Kernels::Safe,
-        )
-        .unwrap();
+        let elf = check_firmware(&iris, &board, &dir, &work.path().join("target"));
         let control_block = ceg4n::flash::rtt_control_block(&elf).unwrap();
         let ram = board.ram_origin..board.ram_origin + board.ram_length;
         assert!(
@@ -424,14 +412,33 @@ fn the_real_board_firmware_reports_over_rtt() {
     }
 }
 
+/// The board named by `CEG4N_PROBE` (a debug probe attached to it).
+fn probe_board() -> Board {
+    let name = std::env::var("CEG4N_PROBE")
+        .expect("set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached");
+    Board::find(None, &name).unwrap()
+}
+
+/// Writes `case`'s crate and test firmware for `board` under `dir` and builds the check.
+fn check_firmware(case: &Case, board: &Board, dir: &Path, target: &Path) -> PathBuf {
+    let spec = spec(case, board);
+    spec.write(&dir.join("crate"), true).unwrap();
+    spec.write_firmware(&dir.join("firmware"), true).unwrap();
+    build_firmware(
+        &dir.join("firmware"),
+        target,
+        FirmwareVariant::Check,
+        Kernels::Safe,
+    )
+    .unwrap()
+}
+
 /// `ceg4n hil` on a real board: flashed through the probe, its report read over RTT, every
 /// output compared with the host model, bit for bit.
 #[test]
 #[ignore = "needs a debug probe: CEG4N_PROBE=<board> cargo test --test hil -- --ignored real_board"]
 fn real_board_hil_over_rtt_is_bit_exact_when_a_probe_is_named() {
-    let board_name = std::env::var("CEG4N_PROBE")
-        .expect("set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached");
-    let board = Board::find(None, &board_name).unwrap();
+    let board = probe_board();
     let work = tempfile::tempdir().unwrap();
     let iris = &cases()[0];
     let (exact, total, code) = run(iris, &board, work.path(), false);
@@ -445,25 +452,15 @@ fn real_board_hil_over_rtt_is_bit_exact_when_a_probe_is_named() {
     );
 }
 
+/// Real boards: needs a debug probe, so it is reported as ignored unless asked for:
+/// `CEG4N_PROBE=nrf52840-dk cargo test --test hil -- --ignored real_board`.
 #[test]
 #[ignore = "needs a debug probe: CEG4N_PROBE=<board> cargo test --test hil -- --ignored real_board"]
 fn real_board_flashing_when_a_probe_is_named() {
-    let board_name = std::env::var("CEG4N_PROBE")
-        .expect("set CEG4N_PROBE=<board> (e.g. nrf52840-dk) with a debug probe attached");
-    let board = Board::find(None, &board_name).unwrap();
+    let board = probe_board();
     let work = tempfile::tempdir().unwrap();
     let iris = &cases()[0];
-    let spec = spec(iris, &board);
-    spec.write(&work.path().join("crate"), true).unwrap();
-    spec.write_firmware(&work.path().join("firmware"), true)
-        .unwrap();
-    let elf = build_firmware(
-        &work.path().join("firmware"),
-        &work.path().join("target"),
-        FirmwareVariant::Check,
-        Kernels::Safe,
-    )
-    .unwrap();
+    let elf = check_firmware(iris, &board, work.path(), &work.path().join("target"));
     let probe = ceg4n::flash::flash(&board, &elf).unwrap();
     eprintln!("flashed {} through {probe}", board.name);
 }

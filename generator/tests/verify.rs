@@ -580,10 +580,11 @@ fn deviation_bounds_hold_on_every_sampled_point() {
         let int_net = quantize(&net, &config, &Calibration::from_points(&net, &points)).unwrap();
         let fb = float_bounds(&net, &lower, &upper);
         let ib = int_bounds(&int_net, &lower, &upper);
-        let dev = DeviationModel::new(&net, &int_net)
-            .unwrap()
+        let model = DeviationModel::new(&net, &int_net).unwrap();
+        let dev = model
             .deviation(&net, &int_net, &fb, &ib, &lower, &upper)
             .unwrap();
+        let differences = dev.symbolic_differences(&model);
         for _ in 0..400 {
             let x = random_point(&mut rng, &lower, &upper);
             let float = net.logits(&x);
@@ -597,6 +598,17 @@ fn deviation_bounds_hold_on_every_sampled_point() {
                     d.lo,
                     d.hi
                 );
+            }
+            // The deviation of every logit difference, bounded as one linear form.
+            for j in 0..float.len() {
+                for k in (0..float.len()).filter(|k| *k != j) {
+                    let d = (dequantized[j] - float[j]) - (dequantized[k] - float[k]);
+                    let bound = differences[j][k];
+                    assert!(
+                        d <= bound,
+                        "trial {trial} dev_{j} - dev_{k} = {d} above {bound} at {x:?}"
+                    );
+                }
             }
         }
     }

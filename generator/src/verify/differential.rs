@@ -100,12 +100,64 @@ pub struct Deviation {
     pub post: Vec<Vec<Interval<f64>>>,
     /// The integer network's bounds, narrowed by the float bounds plus the deviation.
     pub int: IntBounds,
+    /// What back-substitution reads: per layer the injected error, per hidden layer how each
+    /// neuron passes the deviation on, and the input's deviation.
+    injected: Vec<Vec<Interval<f64>>>,
+    passes: Vec<Vec<Pass>>,
+    input_deviation: Vec<Interval<f64>>,
 }
 
 impl Deviation {
     /// Bounds of the dequantized logits minus the float logits.
     pub fn logits(&self) -> &[Interval<f64>] {
         self.pre.last().map_or(&[], Vec::as_slice)
+    }
+
+    /// `d[j][k]`, an upper bound of `dev_j - dev_k` (the deviation of the logit difference
+    /// `j - k`): the tighter of `logits()[j].hi - logits()[k].lo` and
+    /// [`Deviation::symbolic_differences`]. Computed on demand: top-1 queries need it,
+    /// ε-equivalence does not.
+    pub fn differences(&self, model: &DeviationModel) -> Vec<Vec<f64>> {
+        let logits = self.logits();
+        let mut d = self.symbolic_differences(model);
+        for (j, row) in d.iter_mut().enumerate() {
+            for (k, bound) in row.iter_mut().enumerate() {
+                *bound = bound.min(logits[j].hi - logits[k].lo);
+            }
+        }
+        d
+    }
+
+    /// `dev_j - dev_k` bounded as one linear form, back-substituted through every layer: the
+    /// two logits share every hidden deviation, which the difference of their intervals counts
+    /// twice.
+    pub fn symbolic_differences(&self, model: &DeviationModel) -> Vec<Vec<f64>> {
+        let classes = self.logits().len();
+        let Some(top) = self.injected.len().checked_sub(1) else {
+            return Vec::new();
+        };
+        // Row `j * classes + k` is `e_j - e_k` (zero when `j == k`).
+        let rows = Array2::from_shape_fn((classes * classes, classes), |(r, o)| {
+            let (j, k) = (r / classes, r % classes);
+            if j == k {
+                0.0
+            } else if o == j {
+                1.0
+            } else if o == k {
+                -1.0
+            } else {
+                0.0
+            }
+        });
+        let bounds = back_substitute(
+            &model.layers,
+            &self.injected,
+            &self.passes,
+            &self.input_deviation,
+            top,
+            rows,
+        );
+        bounds.chunks(classes.max(1)).map(<[f64]>::to_vec).collect()
     }
 }
 
@@ -377,7 +429,14 @@ impl DeviationModel {
             }
             pre.push(dz);
         }
-        Some(Deviation { pre, post, int: ib })
+        Some(Deviation {
+            pre,
+            post,
+            int: ib,
+            injected,
+            passes,
+            input_deviation,
+        })
     }
 }
 

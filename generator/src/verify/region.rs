@@ -96,13 +96,13 @@ fn narrow_by_deviation(
     let Some(dev) = model.deviation(net, int, fb, &ib, lower, upper) else {
         return;
     };
-    let dev = dev.logits();
+    let dev = dev.differences(model);
     for (j, row) in quant_diff.iter_mut().enumerate() {
         for (k, q) in row.iter_mut().enumerate() {
             if j == k {
                 continue;
             }
-            let real = (float_diff[j][k] + dev[j].hi - dev[k].lo) / s;
+            let real = (float_diff[j][k] + dev[j][k]) / s;
             let bound = (real + 1e-9 * (1.0 + real.abs())).floor();
             if bound.is_finite() {
                 *q = q.min(bound);
