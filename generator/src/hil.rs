@@ -656,8 +656,8 @@ pub fn measure_memory(
 
 /// Writes `spec`'s crate and firmware under `work` (`crate/`, `firmware/`; `force` as in
 /// [`crate::codegen::CrateSpec::write`]), builds the firmware as `variant` in `target_dir`
-/// (shareable between runs), runs it under QEMU, or on a real board over a debug probe (RTT), and compares every output
-/// with the host model.
+/// (shareable between runs), runs it under QEMU or on a real board over a debug probe (RTT),
+/// and compares every output with the host model.
 pub fn run_model(
     spec: &crate::codegen::CrateSpec,
     work: &Path,

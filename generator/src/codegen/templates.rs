@@ -92,7 +92,8 @@ pub(super) fn boot_block_item(block: Option<crate::board::BootBlock>) -> &'stati
     match block {
         None => "",
         Some(BootBlock::Rp2040Boot2) => {
-            "/// The RP2040 boot ROM's second stage (the Pico's W25Q080 flash), at the start of flash.
+            "/// The RP2040 boot ROM's second stage (the Pico's W25Q080 flash), at the start of
+/// flash.
 #[link_section = \".boot2\"]
 #[used]
 static BOOT2: [u8; 256] = rp2040_boot2::BOOT_LOADER_W25Q080;

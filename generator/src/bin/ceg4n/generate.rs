@@ -109,7 +109,7 @@ pub(crate) fn hil(
         println!("... and {} more", comparison.mismatches.len() - 10);
     }
     if run.timed_out {
-        println!("the firmware did not finish within {timeout} s (killed)");
+        println!("the firmware did not finish within {timeout} s");
     }
     let ran_on = match &board.qemu_machine {
         Some(machine) => format!("QEMU {machine}"),
