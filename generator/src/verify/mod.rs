@@ -13,6 +13,7 @@ pub mod differential;
 pub mod encode;
 mod epsilon;
 mod falsify;
+pub mod int_symbolic;
 pub mod quantized;
 mod region;
 mod replay;

@@ -37,17 +37,31 @@ pub(crate) fn class_pair_queries(
     // d[j][k] bounds logit_j - logit_k from above.
     let float_diff = float_logit_differences(net, fb);
     let (mut quant_diff, integral) = quantized.logit_differences(lower, upper);
-    if let (Quantized::Integer(int), Some(model)) = (quantized, model) {
-        narrow_by_deviation(
-            net,
-            int,
-            model,
-            fb,
-            lower,
-            upper,
-            &float_diff,
-            &mut quant_diff,
-        );
+    if let Quantized::Integer(int) = quantized {
+        let ib = bounds::int_bounds(int, lower, upper);
+        if let Some(model) = model {
+            narrow_by_deviation(
+                net,
+                int,
+                model,
+                fb,
+                &ib,
+                (lower, upper),
+                &float_diff,
+                &mut quant_diff,
+            );
+        }
+        // The integer network's own symbolic bound: its logits are integers.
+        if let Some(d) = super::int_symbolic::symbolic_logit_differences(int, &ib) {
+            for (row, bounds) in quant_diff.iter_mut().zip(&d) {
+                for (q, bound) in row.iter_mut().zip(bounds) {
+                    let floor = (bound + 1e-9 * (1.0 + bound.abs())).floor();
+                    if floor.is_finite() {
+                        *q = q.min(floor);
+                    }
+                }
+            }
+        }
     }
     let float_diff = decision.orient_differences(float_diff);
     let quant_diff = decision.orient_differences(quant_diff);
@@ -78,8 +92,8 @@ fn narrow_by_deviation(
     int: &crate::int_model::IntNetwork,
     model: &differential::DeviationModel,
     fb: &bounds::FloatBounds,
-    lower: &[f64],
-    upper: &[f64],
+    ib: &bounds::IntBounds,
+    (lower, upper): (&[f64], &[f64]),
     float_diff: &[Vec<f64>],
     quant_diff: &mut [Vec<f64>],
 ) {
@@ -92,8 +106,7 @@ fn narrow_by_deviation(
     if scales.iter().any(|v| *v != s) || s <= 0.0 {
         return;
     }
-    let ib = bounds::int_bounds(int, lower, upper);
-    let Some(dev) = model.deviation(net, int, fb, &ib, lower, upper) else {
+    let Some(dev) = model.deviation(net, int, fb, ib, lower, upper) else {
         return;
     };
     let dev = dev.differences(model);
