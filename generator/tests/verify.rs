@@ -547,6 +547,34 @@ fn integer_linear_bounds_hold_on_every_sampled_point() {
     }
 }
 
+/// A random network of three or four layers (with input operations on every other pair of
+/// trials), quantized at random widths on 32 random points, and a random box.
+fn random_quantized_case(
+    rng: &mut rand_chacha::ChaCha8Rng,
+    trial: usize,
+) -> (Network, IntNetwork, Vec<f64>, Vec<f64>) {
+    let sizes: Vec<usize> = if trial.is_multiple_of(2) {
+        vec![4, 2 + trial % 6, 2 + trial % 5, 3]
+    } else {
+        vec![4, 3 + trial % 7, 4 + trial % 5, 2 + trial % 6, 3]
+    };
+    let mut net = random_network(rng, &sizes);
+    if trial % 4 >= 2 {
+        net.input_ops = standardising_ops(4);
+    }
+    let (_, lower, upper) = random_box(rng, 4, 0.001..0.6);
+    let points: Vec<Vec<f64>> = (0..32).map(|_| random_vector(rng, 4, -1.0, 1.0)).collect();
+    let config = QuantConfig {
+        weight_bits: vec![rng.random_range(2..=16); sizes.len() - 1],
+        act_bits: vec![rng.random_range(2..=16); sizes.len() - 2],
+        input_bits: rng.random_range(2..=16),
+        per_channel: rng.random(),
+        uniform_input: rng.random(),
+    };
+    let int_net = quantize(&net, &config, &Calibration::from_points(&net, &points)).unwrap();
+    (net, int_net, lower, upper)
+}
+
 /// The differential bound is sound: on random networks (with input operations) quantized at
 /// random widths, saturating ones included, and random boxes, every sampled point's
 /// dequantized-minus-float logits lie within it.
@@ -557,27 +585,7 @@ fn deviation_bounds_hold_on_every_sampled_point() {
     for trial in 0..160 {
         // Deeper networks too: the deviation is carried through unstable and saturating neurons
         // by linear relaxations, layer after layer.
-        let sizes: Vec<usize> = if trial % 2 == 0 {
-            vec![4, 2 + trial % 6, 2 + trial % 5, 3]
-        } else {
-            vec![4, 3 + trial % 7, 4 + trial % 5, 2 + trial % 6, 3]
-        };
-        let mut net = random_network(&mut rng, &sizes);
-        if trial % 4 >= 2 {
-            net.input_ops = standardising_ops(4);
-        }
-        let (_, lower, upper) = random_box(&mut rng, 4, 0.001..0.6);
-        let points: Vec<Vec<f64>> = (0..32)
-            .map(|_| random_vector(&mut rng, 4, -1.0, 1.0))
-            .collect();
-        let config = QuantConfig {
-            weight_bits: vec![rng.random_range(2..=16); sizes.len() - 1],
-            act_bits: vec![rng.random_range(2..=16); sizes.len() - 2],
-            input_bits: rng.random_range(2..=16),
-            per_channel: rng.random(),
-            uniform_input: rng.random(),
-        };
-        let int_net = quantize(&net, &config, &Calibration::from_points(&net, &points)).unwrap();
+        let (net, int_net, lower, upper) = random_quantized_case(&mut rng, trial);
         let fb = float_bounds(&net, &lower, &upper);
         let ib = int_bounds(&int_net, &lower, &upper);
         let model = DeviationModel::new(&net, &int_net).unwrap();
@@ -623,27 +631,7 @@ fn integer_symbolic_bounds_hold_on_every_sampled_point() {
     let mut rng = rng(0x1A7);
     let mut tighter = 0;
     for trial in 0..160 {
-        let sizes: Vec<usize> = if trial % 2 == 0 {
-            vec![4, 2 + trial % 6, 2 + trial % 5, 3]
-        } else {
-            vec![4, 3 + trial % 7, 4 + trial % 5, 2 + trial % 6, 3]
-        };
-        let mut net = random_network(&mut rng, &sizes);
-        if trial % 4 >= 2 {
-            net.input_ops = standardising_ops(4);
-        }
-        let (_, lower, upper) = random_box(&mut rng, 4, 0.001..0.6);
-        let points: Vec<Vec<f64>> = (0..32)
-            .map(|_| random_vector(&mut rng, 4, -1.0, 1.0))
-            .collect();
-        let config = QuantConfig {
-            weight_bits: vec![rng.random_range(2..=16); sizes.len() - 1],
-            act_bits: vec![rng.random_range(2..=16); sizes.len() - 2],
-            input_bits: rng.random_range(2..=16),
-            per_channel: rng.random(),
-            uniform_input: rng.random(),
-        };
-        let int_net = quantize(&net, &config, &Calibration::from_points(&net, &points)).unwrap();
+        let (_, int_net, lower, upper) = random_quantized_case(&mut rng, trial);
         let ib = int_bounds(&int_net, &lower, &upper);
         let d = symbolic_logit_differences(&int_net, &ib).unwrap();
         let (intervals, _) = Quantized::Integer(&int_net).logit_differences(&lower, &upper);
