@@ -344,6 +344,25 @@ pub fn step_of(requant: &[Requant], o: usize) -> Requant {
         .unwrap_or(Requant::IDENTITY)
 }
 
+/// What requantization adds to a hidden neuron's dequantized value: `y = floor(acc * r + 1/2)`
+/// (`r` the step's multiplier over its power of two) puts `y * out_scale - acc * acc_scale`
+/// within `acc * (r * out_scale - acc_scale) +- out_scale / 2`, for `acc` in its bounds
+/// (widened for f64 rounding).
+pub(crate) fn requantization_error(
+    step: Requant,
+    acc_scale: f64,
+    out_scale: f64,
+    acc: Interval<i64>,
+) -> Interval<f64> {
+    let r = f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
+    let rho = r * out_scale - acc_scale;
+    let (a, b) = (rho * acc.lo as f64, rho * acc.hi as f64);
+    widen(Interval {
+        lo: a.min(b) - 0.5 * out_scale,
+        hi: a.max(b) + 0.5 * out_scale,
+    })
+}
+
 /// The bias widened to i64.
 pub fn bias_i64(bias: &Bias) -> Vec<i64> {
     match bias {

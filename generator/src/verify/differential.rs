@@ -16,7 +16,10 @@
 //! relative margin. Sound for the float network in real arithmetic and the integer network's
 //! exact integer semantics (ceg4n-runtime), which is what the solver encodes too.
 
-use super::bounds::{bias_i64, both_directions, step_of, FloatBounds, IntBounds, Interval};
+use super::bounds::{
+    bias_i64, both_directions, requantization_error, step_of, FloatBounds, IntBounds, Interval,
+};
+use super::substitution::{back_substitute, by_pair, pair_rows, NeuronBounds};
 use crate::int_model::{IntNetwork, LayerOutput};
 use crate::ir::{Activation, Network};
 use ndarray::{Array1, Array2};
@@ -136,28 +139,15 @@ impl Deviation {
         let Some(top) = self.injected.len().checked_sub(1) else {
             return Vec::new();
         };
-        // Row `j * classes + k` is `e_j - e_k` (zero when `j == k`).
-        let rows = Array2::from_shape_fn((classes * classes, classes), |(r, o)| {
-            let (j, k) = (r / classes, r % classes);
-            if j == k {
-                0.0
-            } else if o == j {
-                1.0
-            } else if o == k {
-                -1.0
-            } else {
-                0.0
-            }
-        });
         let bounds = back_substitute(
-            &model.layers,
+            &model.weights(),
             &self.injected,
             &self.passes,
             &self.input_deviation,
             top,
-            rows,
+            pair_rows(classes, |_| 1.0),
         );
-        bounds.chunks(classes.max(1)).map(<[f64]>::to_vec).collect()
+        by_pair(&bounds, classes)
     }
 }
 
@@ -195,6 +185,11 @@ fn interval_product(
 }
 
 impl DeviationModel {
+    /// Each layer's float weights, as back-substitution reads them.
+    fn weights(&self) -> Vec<&Array2<f64>> {
+        self.layers.iter().map(|pair| &pair.w).collect()
+    }
+
     /// `None` when the networks' shapes do not match layer by layer.
     pub fn new(float: &Network, int: &IntNetwork) -> Option<DeviationModel> {
         if float.layers.len() != int.layers.len() || float.layers.is_empty() {
@@ -283,6 +278,7 @@ impl DeviationModel {
         // (hidden layers) how each neuron passes its deviation on.
         let mut injected: Vec<Vec<Interval<f64>>> = Vec::new();
         let mut passes: Vec<Vec<Pass>> = Vec::new();
+        let weights = self.weights();
         for (l, ((layer, pair), flayer)) in int
             .layers
             .iter()
@@ -325,8 +321,7 @@ impl DeviationModel {
             // dz from above, rows n..2n bound -dz from above.
             let m = layer.outputs;
             let c = both_directions(m);
-            let symbolic =
-                back_substitute(&self.layers, &injected, &passes, &input_deviation, l, c);
+            let symbolic = back_substitute(&weights, &injected, &passes, &input_deviation, l, c);
             let dz: Vec<Interval<f64>> = dz
                 .into_iter()
                 .enumerate()
@@ -365,28 +360,11 @@ impl DeviationModel {
                 let mut pass = Vec::with_capacity(layer.outputs);
                 let dh: Vec<Interval<f64>> = (0..layer.outputs)
                     .map(|o| {
-                        // y = floor(acc * r + 1/2): y * out_scale - acc * acc_scale lies within
-                        // acc * (r * out_scale - acc_scale) +- out_scale / 2.
-                        let step = step_of(requant, o);
-                        let r =
-                            f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
-                        let rho = r * out_scale - layer.acc_scale[o];
-                        let acc = ib.acc[l][o];
-                        let rounding = widen(
-                            add(
-                                scale(
-                                    rho,
-                                    Interval {
-                                        lo: acc.lo as f64,
-                                        hi: acc.hi as f64,
-                                    },
-                                ),
-                                Interval {
-                                    lo: -0.5 * out_scale,
-                                    hi: 0.5 * out_scale,
-                                },
-                            ),
-                            0.0,
+                        let rounding = requantization_error(
+                            step_of(requant, o),
+                            layer.acc_scale[o],
+                            *out_scale,
+                            ib.acc[l][o],
                         );
                         let dy = widen(add(dz[o], rounding), 0.0);
                         // clamp(y', lo, hi) - act(z) = [clamp(y') - clamp(z)] + [clamp(z) - act(z)]:
@@ -441,15 +419,8 @@ impl DeviationModel {
 }
 
 /// How a hidden neuron's activation deviation `dh` follows from its accumulator's `dz`: linear
-/// bounds `lower_slope * dz + lower_offset <= dh <= upper_slope * dz + upper_offset`, so that
-/// back-substitution carries the deviation through the neuron instead of stopping there.
-#[derive(Clone, Copy, Debug)]
-struct Pass {
-    lower_slope: f64,
-    lower_offset: f64,
-    upper_slope: f64,
-    upper_offset: f64,
-}
+/// bounds in `dz`, so that back-substitution carries the deviation through the neuron.
+type Pass = NeuronBounds;
 
 impl Pass {
     /// Both networks pass the value on unsaturated: `dh = dz + rounding`.
@@ -459,16 +430,6 @@ impl Pass {
             lower_offset: rounding.lo,
             upper_slope: 1.0,
             upper_offset: rounding.hi,
-        }
-    }
-
-    /// Only an interval of `dh` is known.
-    fn constant(dh: Interval<f64>) -> Pass {
-        Pass {
-            lower_slope: 0.0,
-            lower_offset: dh.lo,
-            upper_slope: 0.0,
-            upper_offset: dh.hi,
         }
     }
 
@@ -511,62 +472,6 @@ impl Pass {
             upper_offset: upper_offset + gap.hi,
         }
     }
-}
-
-/// Upper bounds of `c · dz_top` for every row of `c` (the accumulators' deviation at layer
-/// `top`) by back-substitution: `dz_l = W_l dh_(l-1) + injected_l`, each neuron's `dh` by its
-/// [`Pass`] bounds, the input deviation by its interval.
-fn back_substitute(
-    layers: &[LayerPair],
-    injected: &[Vec<Interval<f64>>],
-    passes: &[Vec<Pass>],
-    input_deviation: &[Interval<f64>],
-    top: usize,
-    mut coef: Array2<f64>,
-) -> Vec<f64> {
-    let rows = coef.nrows();
-    let (mut bound, mut magnitude) = (Array1::<f64>::zeros(rows), Array1::<f64>::zeros(rows));
-    // Adds the upper end of `coef · i` over the intervals `terms`: the positive coefficients
-    // take the upper ends, the negative ones the lower ends (as matrix products: this runs for
-    // every part of every box). The magnitude is over-estimated by `|coef| · max(|lo|, |hi|)`,
-    // which only widens the rounding margin.
-    let concretize = |coef: &Array2<f64>,
-                      terms: &[Interval<f64>],
-                      bound: &mut Array1<f64>,
-                      magnitude: &mut Array1<f64>| {
-        let lo: Array1<f64> = terms.iter().map(|i| i.lo).collect();
-        let hi: Array1<f64> = terms.iter().map(|i| i.hi).collect();
-        let mag: Array1<f64> = terms.iter().map(|i| i.lo.abs().max(i.hi.abs())).collect();
-        let positive = coef.mapv(|a| a.max(0.0));
-        let negative = coef - &positive;
-        *bound += &(positive.dot(&hi) + negative.dot(&lo));
-        *magnitude += &coef.mapv(f64::abs).dot(&mag);
-    };
-    for l in (0..=top).rev() {
-        concretize(&coef, &injected[l], &mut bound, &mut magnitude);
-        coef = coef.dot(&layers[l].w);
-        if l == 0 {
-            break;
-        }
-        // Each neuron's linear bound on the side its coefficient's sign asks for: its offset is
-        // concretized, its slope carries the coefficient down to the layer's `dz`.
-        let pass = &passes[l - 1];
-        let column = |f: fn(&Pass) -> f64| pass.iter().map(f).collect::<Array1<f64>>();
-        let (upper_slope, upper_offset) = (column(|p| p.upper_slope), column(|p| p.upper_offset));
-        let (lower_slope, lower_offset) = (column(|p| p.lower_slope), column(|p| p.lower_offset));
-        let positive = coef.mapv(|a| a.max(0.0));
-        let negative = &coef - &positive;
-        bound += &(positive.dot(&upper_offset) + negative.dot(&lower_offset));
-        magnitude += &(positive.dot(&upper_offset.mapv(f64::abs))
-            - negative.dot(&lower_offset.mapv(f64::abs)));
-        coef = positive * &upper_slope + negative * &lower_slope;
-    }
-    concretize(&coef, input_deviation, &mut bound, &mut magnitude);
-    bound
-        .iter()
-        .zip(&magnitude)
-        .map(|(b, m)| b + MARGIN * (1.0 + m))
-        .collect()
 }
 
 /// Narrows layer `l`'s accumulator bounds to `(z + dz) / acc_scale` (integers: rounded inward,

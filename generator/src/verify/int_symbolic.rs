@@ -13,36 +13,15 @@
 //! weight error times every activation, this bound keeps the integer weights exact, so on wide
 //! layers it is far tighter. f64 rounding is covered by a relative margin.
 
-use super::bounds::{bias_i64, step_of, IntBounds};
+use super::bounds::{
+    bias_i64, both_directions, requantization_error, step_of, IntBounds, Interval,
+};
+use super::substitution::{back_substitute, by_pair, pair_rows, NeuronBounds};
 use crate::int_model::{IntNetwork, LayerOutput};
-use ndarray::{Array1, Array2};
-
-/// Relative widening for f64 rounding.
-const MARGIN: f64 = 1e-9;
-
-/// One neuron's linear bounds `lower_slope * u + lower_offset <= h <= upper_slope * u +
-/// upper_offset` on its accumulator's range (slopes >= 0).
-#[derive(Clone, Copy, Debug)]
-struct Relaxation {
-    lower_slope: f64,
-    lower_offset: f64,
-    upper_slope: f64,
-    upper_offset: f64,
-}
-
-impl Relaxation {
-    fn constant(c: f64) -> Relaxation {
-        Relaxation {
-            lower_slope: 0.0,
-            lower_offset: c,
-            upper_slope: 0.0,
-            upper_offset: c,
-        }
-    }
-}
+use ndarray::Array2;
 
 /// `clamp(u + e, lo, hi)` for `u` in `[ul, uh]` and `e` in `[el, eh]`, bounded linearly in `u`.
-fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> Relaxation {
+fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> NeuronBounds {
     let (vl, vh) = (ul + el, uh + eh);
     // Bounds in `v = u + e` first (slopes >= 0), then `e` moves into the offsets.
     let (lower, upper): ((f64, f64), (f64, f64)) = if vh <= lo {
@@ -72,10 +51,7 @@ fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> Rel
         };
         (lower, upper)
     };
-    if lower.0 == 0.0 && upper.0 == 0.0 && lower.1 == upper.1 {
-        return Relaxation::constant(lower.1);
-    }
-    Relaxation {
+    NeuronBounds {
         lower_slope: lower.0,
         lower_offset: lower.1 + lower.0 * el,
         upper_slope: upper.0,
@@ -83,78 +59,44 @@ fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> Rel
     }
 }
 
-/// Upper bounds of `rows · u_top` (`u_top` the dequantized accumulators of layer `top`), by
-/// substitution through the relaxations of the layers below, down to the dequantized input in
-/// `input` (intervals).
-fn back_substitute(
-    layers: &[(Array2<f64>, Array1<f64>)],
-    relaxations: &[Vec<Relaxation>],
-    input: &[(f64, f64)],
-    top: usize,
-    mut coef: Array2<f64>,
-) -> Vec<f64> {
-    let rows = coef.nrows();
-    let (mut bound, mut magnitude) = (Array1::<f64>::zeros(rows), Array1::<f64>::zeros(rows));
-    for l in (0..=top).rev() {
-        let (w, b) = &layers[l];
-        bound += &coef.dot(b);
-        magnitude += &coef.mapv(f64::abs).dot(&b.mapv(f64::abs));
-        coef = coef.dot(w);
-        if l == 0 {
-            break;
-        }
-        let relax = &relaxations[l - 1];
-        let column = |f: fn(&Relaxation) -> f64| relax.iter().map(f).collect::<Array1<f64>>();
-        let positive = coef.mapv(|a| a.max(0.0));
-        let negative = &coef - &positive;
-        let (upper_offset, lower_offset) = (column(|r| r.upper_offset), column(|r| r.lower_offset));
-        bound += &(positive.dot(&upper_offset) + negative.dot(&lower_offset));
-        magnitude += &(positive.dot(&upper_offset.mapv(f64::abs))
-            - negative.dot(&lower_offset.mapv(f64::abs)));
-        coef = positive * &column(|r| r.upper_slope) + negative * &column(|r| r.lower_slope);
-    }
-    let lo: Array1<f64> = input.iter().map(|i| i.0).collect();
-    let hi: Array1<f64> = input.iter().map(|i| i.1).collect();
-    let mag: Array1<f64> = input.iter().map(|i| i.0.abs().max(i.1.abs())).collect();
-    let positive = coef.mapv(|a| a.max(0.0));
-    let negative = &coef - &positive;
-    bound += &(positive.dot(&hi) + negative.dot(&lo));
-    magnitude += &coef.mapv(f64::abs).dot(&mag);
-    bound
-        .iter()
-        .zip(&magnitude)
-        .map(|(b, m)| b + MARGIN * (1.0 + m))
-        .collect()
-}
-
 /// `d[j][k]`: an upper bound of `logit_j - logit_k` (the integer logits) over the box whose
 /// integer interval bounds are `ib`; `None` when the network has no layer.
 pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Vec<Vec<f64>>> {
     let last = int.layers.last()?;
     // The dequantized input of layer 0: every value the saturated quantized input can take.
-    let input: Vec<(f64, f64)> = ib
+    let input: Vec<Interval<f64>> = ib
         .input
         .iter()
         .enumerate()
         .map(|(i, q)| {
             let s = int.input.scale(i);
-            (q.lo as f64 * s, q.hi as f64 * s)
+            Interval {
+                lo: q.lo as f64 * s,
+                hi: q.hi as f64 * s,
+            }
         })
         .collect();
     let mut in_scale: Vec<f64> = (0..input.len()).map(|i| int.input.scale(i)).collect();
-    let mut layers = Vec::with_capacity(int.layers.len());
-    let mut relaxations: Vec<Vec<Relaxation>> = Vec::new();
+    // `u_l = weights[l] h'_(l-1) + biases[l]`, exactly.
+    let (mut weights, mut biases) = (Vec::new(), Vec::new());
+    let mut neurons: Vec<Vec<NeuronBounds>> = Vec::new();
     for (l, layer) in int.layers.iter().enumerate() {
         let n = layer.inputs;
         if in_scale.len() != n || ib.acc.get(l).is_none_or(|a| a.len() != layer.outputs) {
             return None;
         }
-        let bias = bias_i64(&layer.bias);
-        let w = Array2::from_shape_fn((layer.outputs, n), |(o, i)| {
+        weights.push(Array2::from_shape_fn((layer.outputs, n), |(o, i)| {
             f64::from(layer.weights[o * n + i]) * layer.acc_scale[o] / in_scale[i]
-        });
-        let b = Array1::from_shape_fn(layer.outputs, |o| bias[o] as f64 * layer.acc_scale[o]);
-        layers.push((w, b));
+        }));
+        let bias = bias_i64(&layer.bias);
+        biases.push(
+            (0..layer.outputs)
+                .map(|o| {
+                    let b = bias[o] as f64 * layer.acc_scale[o];
+                    Interval { lo: b, hi: b }
+                })
+                .collect::<Vec<_>>(),
+        );
         let LayerOutput::Activations {
             range,
             requant,
@@ -166,59 +108,48 @@ pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Ve
         };
         // The accumulators' range: the symbolic bound, within the integer intervals.
         let m = layer.outputs;
-        let both = Array2::from_shape_fn((2 * m, m), |(r, o)| match r {
-            r if r == o => 1.0,
-            r if r == o + m => -1.0,
-            _ => 0.0,
-        });
-        let symbolic = back_substitute(&layers, &relaxations, &input, l, both);
+        let weight_refs: Vec<&Array2<f64>> = weights.iter().collect();
+        let symbolic = back_substitute(
+            &weight_refs,
+            &biases,
+            &neurons,
+            &input,
+            l,
+            both_directions(m),
+        );
         let (lo, hi) = (
             f64::from(range.min) * out_scale,
             f64::from(range.max) * out_scale,
         );
-        let relax = (0..m)
+        let layer_bounds = (0..m)
             .map(|o| {
                 let acc = ib.acc[l][o];
                 let s = layer.acc_scale[o];
                 let ul = (acc.lo as f64 * s).max(-symbolic[o + m]);
                 let uh = (acc.hi as f64 * s).min(symbolic[o]);
-                // y = floor(acc * r + 1/2): y * out_scale - acc * s lies within
-                // acc * (r * out_scale - s) +- out_scale / 2.
-                let step = step_of(requant, o);
-                let r = f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
-                let rho = r * out_scale - s;
-                let (a, c) = (rho * acc.lo as f64, rho * acc.hi as f64);
-                let margin = MARGIN * (1.0 + a.abs().max(c.abs()) + out_scale);
-                let (el, eh) = (
-                    a.min(c) - 0.5 * out_scale - margin,
-                    a.max(c) + 0.5 * out_scale + margin,
-                );
-                clamp_relaxation(ul.min(uh), uh.max(ul), el, eh, lo, hi)
+                let e = requantization_error(step_of(requant, o), s, *out_scale, acc);
+                clamp_relaxation(ul.min(uh), uh.max(ul), e.lo, e.hi, lo, hi)
             })
             .collect();
-        relaxations.push(relax);
+        neurons.push(layer_bounds);
         in_scale = vec![*out_scale; m];
     }
-    if layers.len() != int.layers.len() {
+    if weights.len() != int.layers.len() {
         return None;
     }
-    // Row `j * classes + k` is `e_j / s_j - e_k / s_k`: logits are accumulators.
+    // Logits are accumulators: `logit_o = u_o / acc_scale_o`.
     let classes = last.outputs;
-    let rows = Array2::from_shape_fn((classes * classes, classes), |(r, o)| {
-        let (j, k) = (r / classes, r % classes);
-        if j == k {
-            0.0
-        } else if o == j {
-            1.0 / last.acc_scale[o]
-        } else if o == k {
-            -1.0 / last.acc_scale[o]
-        } else {
-            0.0
-        }
-    });
-    let top = int.layers.len() - 1;
-    let bounds = back_substitute(&layers, &relaxations, &input, top, rows);
-    Some(bounds.chunks(classes).map(<[f64]>::to_vec).collect())
+    let rows = pair_rows(classes, |o| 1.0 / last.acc_scale[o]);
+    let weight_refs: Vec<&Array2<f64>> = weights.iter().collect();
+    let bounds = back_substitute(
+        &weight_refs,
+        &biases,
+        &neurons,
+        &input,
+        int.layers.len() - 1,
+        rows,
+    );
+    Some(by_pair(&bounds, classes))
 }
 
 #[cfg(test)]

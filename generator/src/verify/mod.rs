@@ -19,6 +19,7 @@ mod region;
 mod replay;
 mod schedule;
 mod solver;
+mod substitution;
 mod verdict;
 
 use std::time::Instant;

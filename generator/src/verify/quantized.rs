@@ -6,7 +6,7 @@ use z3::ast::{Bool, Real};
 use z3::Solver;
 
 use super::bounds::{
-    float_bounds, float_logit_differences, int_bounds, int_logit_differences, Interval,
+    float_bounds, float_logit_differences, int_bounds, int_logit_differences, IntBounds, Interval,
 };
 use super::encode::{encode_float, encode_int, int_prefers, real_prefers};
 use super::Decision;
@@ -60,14 +60,10 @@ impl Quantized<'_> {
     /// integers.
     pub fn logit_differences(&self, lower: &[f64], upper: &[f64]) -> (Vec<Vec<f64>>, bool) {
         match self {
-            Quantized::Integer(n) => {
-                let d = int_logit_differences(n, &int_bounds(n, lower, upper));
-                let d = d
-                    .iter()
-                    .map(|row| row.iter().map(|v| *v as f64).collect())
-                    .collect();
-                (d, true)
-            }
+            Quantized::Integer(n) => (
+                integer_logit_differences(n, &int_bounds(n, lower, upper)),
+                true,
+            ),
             Quantized::Paper(n) => (
                 float_logit_differences(n, &float_bounds(n, lower, upper)),
                 false,
@@ -152,4 +148,13 @@ impl Quantized<'_> {
             Quantized::Paper(_) => real_prefers(logits, j, k),
         }
     }
+}
+
+/// [`Quantized::logit_differences`] of the integer network from its interval bounds `ib`
+/// (computed once by a caller that needs them for more).
+pub(crate) fn integer_logit_differences(n: &IntNetwork, ib: &IntBounds) -> Vec<Vec<f64>> {
+    int_logit_differences(n, ib)
+        .iter()
+        .map(|row| row.iter().map(|v| *v as f64).collect())
+        .collect()
 }

@@ -36,33 +36,35 @@ pub(crate) fn class_pair_queries(
 ) -> Vec<Query> {
     // d[j][k] bounds logit_j - logit_k from above.
     let float_diff = float_logit_differences(net, fb);
-    let (mut quant_diff, integral) = quantized.logit_differences(lower, upper);
-    if let Quantized::Integer(int) = quantized {
-        let ib = bounds::int_bounds(int, lower, upper);
-        if let Some(model) = model {
-            narrow_by_deviation(
-                net,
-                int,
-                model,
-                fb,
-                &ib,
-                (lower, upper),
-                &float_diff,
-                &mut quant_diff,
-            );
-        }
-        // The integer network's own symbolic bound: its logits are integers.
-        if let Some(d) = super::int_symbolic::symbolic_logit_differences(int, &ib) {
-            for (row, bounds) in quant_diff.iter_mut().zip(&d) {
-                for (q, bound) in row.iter_mut().zip(bounds) {
-                    let floor = (bound + 1e-9 * (1.0 + bound.abs())).floor();
-                    if floor.is_finite() {
-                        *q = q.min(floor);
+    let (quant_diff, integral) = match quantized {
+        Quantized::Integer(int) => {
+            // The integer bounds once: for the intervals' differences and both narrowings.
+            let ib = bounds::int_bounds(int, lower, upper);
+            let mut quant_diff = super::quantized::integer_logit_differences(int, &ib);
+            if let Some(model) = model {
+                narrow_by_deviation(
+                    net,
+                    int,
+                    model,
+                    fb,
+                    &ib,
+                    (lower, upper),
+                    &float_diff,
+                    &mut quant_diff,
+                );
+            }
+            // The integer network's own symbolic bound.
+            if let Some(d) = super::int_symbolic::symbolic_logit_differences(int, &ib) {
+                for (row, bounds) in quant_diff.iter_mut().zip(&d) {
+                    for (q, bound) in row.iter_mut().zip(bounds) {
+                        narrow_integer_bound(q, *bound);
                     }
                 }
             }
+            (quant_diff, true)
         }
-    }
+        Quantized::Paper(_) => quantized.logit_differences(lower, upper),
+    };
     let float_diff = decision.orient_differences(float_diff);
     let quant_diff = decision.orient_differences(quant_diff);
     let classes = float_diff.len();
@@ -115,12 +117,17 @@ fn narrow_by_deviation(
             if j == k {
                 continue;
             }
-            let real = (float_diff[j][k] + dev[j][k]) / s;
-            let bound = (real + 1e-9 * (1.0 + real.abs())).floor();
-            if bound.is_finite() {
-                *q = q.min(bound);
-            }
+            narrow_integer_bound(q, (float_diff[j][k] + dev[j][k]) / s);
         }
+    }
+}
+
+/// Lowers `q`, an upper bound of a difference of integer logits, to the integer at or below
+/// `real`, another upper bound of it (after a margin for f64 rounding).
+fn narrow_integer_bound(q: &mut f64, real: f64) {
+    let bound = (real + 1e-9 * (1.0 + real.abs())).floor();
+    if bound.is_finite() {
+        *q = q.min(bound);
     }
 }
 
