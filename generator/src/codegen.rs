@@ -198,7 +198,7 @@ mod test_vectors;
 
 pub use layout::WeightLayout;
 use layout::{stored_weight_bytes, stored_weights};
-use templates::{boot_block_item, FIRMWARE_TEMPLATES, TEMPLATES};
+use templates::{board_dependencies, boot_block_item, FIRMWARE_TEMPLATES, TEMPLATES};
 pub use templates::{RUNTIME_FILES, RUNTIME_SOURCE};
 pub use test_vectors::{vectors, RANDOM_VECTORS_PER_BOX};
 
@@ -536,6 +536,7 @@ impl CrateSpec<'_> {
             labels => label_view(net.class_labels.as_ref(), last.outputs),
             runtime_version => env!("CARGO_PKG_VERSION"),
             boot_block_item => boot_block_item(self.board.boot_block),
+            board_dependencies => board_dependencies(self.board),
             flash_origin => format!("0x{:08x}", self.board.flash_origin),
             ram_origin => format!("0x{:08x}", self.board.ram_origin),
         };

@@ -109,3 +109,25 @@ static IMAGE_DEF: [u32; 5] = [0xffff_ded3, 0x1021_0142, 0x0000_01ff, 0x0000_0000
         }
     }
 }
+
+/// The dependencies the board's firmware needs beyond cortex-m-rt and semihosting, as TOML
+/// lines: RTT output on real boards, the RP2040's second stage. The example's
+/// dev-dependencies and the test firmware's dependencies both carry them.
+pub(super) fn board_dependencies(board: &crate::board::Board) -> String {
+    let mut lines = String::new();
+    if board.qemu_machine.is_none() {
+        lines.push_str(
+            "# Output over RTT (read through the debug probe).\n\
+             rtt-target = \"0.6\"\n\
+             # rtt-target's critical section.\n\
+             cortex-m = { version = \"0.7\", features = [\"critical-section-single-core\"] }\n",
+        );
+    }
+    if board.boot_block == Some(crate::board::BootBlock::Rp2040Boot2) {
+        lines.push_str(
+            "# The boot ROM's second stage (memory.x puts it at the start of flash).\n\
+             rp2040-boot2 = \"0.3\"\n",
+        );
+    }
+    lines
+}

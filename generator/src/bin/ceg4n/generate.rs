@@ -91,7 +91,6 @@ pub(crate) fn hil(
     kernels: ceg4n::hil::Kernels,
 ) -> Result<ExitCode> {
     let board = Board::find(board_dir, board)?;
-    ceg4n::pipeline::require_runnable(&board)?;
     let report = source.load_report()?;
     let bits = source.quant.spec();
     let (comparison, run) = ceg4n::pipeline::hil_on_board(
