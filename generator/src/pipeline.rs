@@ -637,7 +637,7 @@ pub fn hil_on_board(
 
 /// Fails (a device error) unless `board` can run the test firmware here: QEMU emulates it, or
 /// it is a real board with a debug probe attached (results read back over RTT).
-fn require_runnable(board: &crate::board::Board) -> Result<()> {
+pub fn require_runnable(board: &crate::board::Board) -> Result<()> {
     match board.qemu_machine {
         Some(_) => Ok(()),
         None => crate::flash::require_probe(board),
