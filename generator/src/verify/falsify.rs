@@ -137,10 +137,7 @@ pub fn violates_given(
     let q = quantized.logits(x);
     match options.equivalence {
         Equivalence::Top1 => options.decision.pick(float) != q.class(options.decision),
-        Equivalence::Epsilon(eps) => float
-            .iter()
-            .zip(quantized.dequantized(&q))
-            .any(|(a, b)| (a - b).abs() > eps),
+        Equivalence::Epsilon(eps) => largest_deviation(float, &quantized.dequantized(&q)) > eps,
     }
 }
 
@@ -356,13 +353,7 @@ impl Comparison<'_> {
             let q = quantized.logits(x);
             let dq = quantized.dequantized(&q);
             match options.equivalence {
-                Equivalence::Epsilon(eps) => {
-                    eps - f
-                        .iter()
-                        .zip(&dq)
-                        .map(|(a, b)| (a - b).abs())
-                        .fold(0.0, f64::max)
-                }
+                Equivalence::Epsilon(eps) => eps - largest_deviation(&f, &dq),
                 Equivalence::Top1 => {
                     let k = decision.pick(&f);
                     let sign = decision.sign();
@@ -406,6 +397,23 @@ impl Comparison<'_> {
                 ce.reproduces_in_f32.then_some(ce)
             },
         )
+    }
+}
+
+/// The largest `|float - dequantized|` over the logits.
+fn largest_deviation(float: &[f64], dequantized: &[f64]) -> f64 {
+    float
+        .iter()
+        .zip(dequantized)
+        .map(|(a, b)| (a - b).abs())
+        .fold(0.0, f64::max)
+}
+
+impl Comparison<'_> {
+    /// The largest deviation of a dequantized logit from the float one at `x`.
+    pub(crate) fn deviation_at(&self, x: &[f64]) -> f64 {
+        let q = self.quantized.logits(x);
+        largest_deviation(&self.float.logits(x), &self.quantized.dequantized(&q))
     }
 }
 
