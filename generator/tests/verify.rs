@@ -622,6 +622,55 @@ fn deviation_bounds_hold_on_every_sampled_point() {
     }
 }
 
+/// The cell-by-cell deviation bound (ε-equivalence on few inputs) is sound, cell boundaries
+/// included: on random networks quantized at random widths and boxes a few input steps wide,
+/// no sampled point's dequantized-minus-float logits leave it, nor do points put exactly on a
+/// cell boundary (where the input rounds to the next cell) in some features.
+#[test]
+fn cell_deviation_holds_on_every_sampled_point_and_cell_boundary() {
+    use ceg4n::verify::differential::{cell_deviation, input_cell};
+    let mut rng = rng(0xCE11);
+    let mut bounded = 0;
+    for trial in 0..160 {
+        let (net, int_net, lower, upper) = random_quantized_case(&mut rng, trial);
+        let centre = random_point(&mut rng, &lower, &upper);
+        let step = |i: usize| int_net.input.scale(i);
+        let lo: Vec<f64> = (0..centre.len())
+            .map(|i| centre[i] - rng.random_range(0.0..1.0) * step(i))
+            .collect();
+        let hi: Vec<f64> = (0..centre.len())
+            .map(|i| centre[i] + rng.random_range(0.0..1.0) * step(i))
+            .collect();
+        let Some(bound) = cell_deviation(&net, &int_net, &lo, &hi, 81) else {
+            continue;
+        };
+        bounded += 1;
+        for _ in 0..200 {
+            let mut x = random_point(&mut rng, &lo, &hi);
+            for (i, v) in x.iter_mut().enumerate() {
+                let cell = input_cell(&int_net, i, int_net.input.quantize(i, *v));
+                let edge = if rng.random() { cell.lo } else { cell.hi };
+                if rng.random() && edge >= lo[i] && edge <= hi[i] {
+                    *v = edge;
+                }
+            }
+            let float = net.logits(&x);
+            let dequantized = int_net.dequantized_logits(&x);
+            for (o, (f, q)) in float.iter().zip(&dequantized).enumerate() {
+                let d = bound[o];
+                assert!(
+                    d.lo <= q - f && q - f <= d.hi,
+                    "trial {trial} output {o}: {} outside [{}, {}] at {x:?}",
+                    q - f,
+                    d.lo,
+                    d.hi
+                );
+            }
+        }
+    }
+    assert!(bounded >= 120, "only {bounded} of 160 boxes were bounded cell by cell");
+}
+
 /// The integer network's own symbolic bound is sound: on random networks quantized at random
 /// widths (saturating ones included, with input operations) and random boxes, no sampled
 /// point's integer logit difference exceeds it, and it is never looser than the intervals'.

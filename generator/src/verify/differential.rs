@@ -17,7 +17,8 @@
 //! exact integer semantics (ceg4n-runtime), which is what the solver encodes too.
 
 use super::bounds::{
-    bias_i64, both_directions, requantization_error, step_of, FloatBounds, IntBounds, Interval,
+    bias_i64, both_directions, float_bounds, requantization_error, step_of, FloatBounds, IntBounds,
+    Interval,
 };
 use super::substitution::{back_substitute, by_pair, pair_rows, NeuronBounds};
 use crate::int_model::{IntNetwork, LayerOutput};
@@ -415,6 +416,101 @@ impl DeviationModel {
             passes,
             input_deviation,
         })
+    }
+}
+
+/// Relative widening of a dequantized integer logit, for the f64 rounding of `acc * scale`.
+const DEQUANTIZATION_MARGIN: f64 = 1e-12;
+
+/// The closed set of reals that quantize to `v` (`floor(x / step + 1/2) = v`, saturating at
+/// the input range's ends): `[(v - 1/2) step, (v + 1/2) step]`, unbounded at a saturated end.
+/// Exact in f64: the step is a power of two.
+pub fn input_cell(int: &IntNetwork, feature: usize, v: i32) -> Interval<f64> {
+    let (step, range) = (int.input.scale(feature), int.input.range());
+    Interval {
+        lo: if v <= range.min {
+            f64::NEG_INFINITY
+        } else {
+            (f64::from(v) - 0.5) * step
+        },
+        hi: if v >= range.max {
+            f64::INFINITY
+        } else {
+            (f64::from(v) + 0.5) * step
+        },
+    }
+}
+
+/// Bounds of each dequantized logit minus the float one over `[lower, upper]`, exact but for
+/// the float network's bounds, when the box holds at most `max_cells` integer inputs: per
+/// integer input `v`, the integer network's logits at `v` (it is constant on `v`'s cell) minus
+/// the float network's bounds over the cell's part of the box; their union. `None` for more
+/// integer inputs.
+pub fn cell_deviation(
+    float: &Network,
+    int: &IntNetwork,
+    lower: &[f64],
+    upper: &[f64],
+    max_cells: usize,
+) -> Option<Vec<Interval<f64>>> {
+    let ranges: Vec<(i32, i32)> = (0..lower.len())
+        .map(|i| {
+            (
+                int.input.quantize(i, lower[i]),
+                int.input.quantize(i, upper[i]),
+            )
+        })
+        .collect();
+    let count = ranges.iter().try_fold(1usize, |n, (a, b)| {
+        n.checked_mul(usize::try_from(i64::from(*b) - i64::from(*a) + 1).ok()?)
+    })?;
+    if count > max_cells {
+        return None;
+    }
+    let scales = int.layers.last()?.acc_scale.clone();
+    let mut union: Option<Vec<Interval<f64>>> = None;
+    let mut v: Vec<i32> = ranges.iter().map(|r| r.0).collect();
+    'cells: loop {
+        let (mut lo, mut hi) = (lower.to_vec(), upper.to_vec());
+        for (i, value) in v.iter().enumerate() {
+            let cell = input_cell(int, i, *value);
+            lo[i] = lo[i].max(cell.lo);
+            hi[i] = hi[i].min(cell.hi);
+        }
+        let fb = float_bounds(float, &lo, &hi);
+        let logits = int.logits_q(&v);
+        let deviation = logits
+            .iter()
+            .zip(&scales)
+            .zip(fb.pre.last()?)
+            .map(|((q, s), f)| {
+                let q = *q as f64 * s;
+                let m = DEQUANTIZATION_MARGIN * (1.0 + q.abs());
+                Interval {
+                    lo: q - m - f.hi,
+                    hi: q + m - f.lo,
+                }
+            });
+        union = Some(match union {
+            None => deviation.collect(),
+            Some(u) => u
+                .iter()
+                .zip(deviation)
+                .map(|(a, b)| Interval {
+                    lo: a.lo.min(b.lo),
+                    hi: a.hi.max(b.hi),
+                })
+                .collect(),
+        });
+        // The next integer input, odometer order.
+        for (i, value) in v.iter_mut().enumerate() {
+            if *value < ranges[i].1 {
+                *value += 1;
+                continue 'cells;
+            }
+            *value = ranges[i].0;
+        }
+        return union;
     }
 }
 

@@ -5,10 +5,9 @@
 use std::time::Instant;
 
 use super::bounds::{self, float_bounds};
+use super::differential::{cell_deviation, input_cell};
 use super::region::{Outcome, Query, Region};
 use super::{midpoint, Quantized};
-use crate::int_model::IntNetwork;
-use bounds::Interval;
 
 /// How far the deviation bounds reach beyond `[-eps, eps]` (at most 0: the box is proved).
 fn deviation_excess(deviations: &[bounds::Interval<f64>], eps: f64) -> f64 {
@@ -66,34 +65,16 @@ fn widest_influence(fb: &bounds::FloatBounds, lower: &[f64], upper: &[f64]) -> O
 pub(crate) const BOUND_SPLIT_MAX_INPUTS: usize = 16;
 
 /// Up to this many integer inputs in a part, its deviation is bounded input cell by input cell
-/// ([`Region::cell_deviation`]).
+/// ([`cell_deviation`]): bisection converges on cell boundaries, where a part straddles two
+/// cells, and the integer network's interval bounds over even two neighbouring inputs widen
+/// layer by layer (on ACAS Xu 1_1 at 16/16, a part 1e-16 wide straddling two cells in two
+/// inputs bounded the deviation within [-0.0500, -0.0441] where it is -0.0465): without
+/// enumeration the bisection never ends there.
 const MAX_ENUMERATED_CELLS: usize = 32;
 
 /// A part's centre deviating by more than this fraction of eps starts a local search for a
 /// violation.
 const ATTACK_FROM_DEVIATION: f64 = 0.5;
-
-/// Relative widening of a dequantized integer logit, for the f64 rounding of `acc * scale`.
-const DEQUANTIZATION_MARGIN: f64 = 1e-12;
-
-/// The closed set of reals that quantize to `v` (`floor(x / step + 1/2) = v`, saturating at
-/// the input range's ends): `[(v - 1/2) step, (v + 1/2) step]`, unbounded at a saturated end.
-/// Exact in f64: the step is a power of two.
-fn input_cell(int: &IntNetwork, feature: usize, v: i32) -> Interval<f64> {
-    let (step, range) = (int.input.scale(feature), int.input.range());
-    Interval {
-        lo: if v <= range.min {
-            f64::NEG_INFINITY
-        } else {
-            (f64::from(v) - 0.5) * step
-        },
-        hi: if v >= range.max {
-            f64::INFINITY
-        } else {
-            (f64::from(v) + 0.5) * step
-        },
-    }
-}
 
 impl Region<'_> {
     /// Bounds of each dequantized logit minus the float one over the box: the differential
@@ -124,79 +105,16 @@ impl Region<'_> {
             .collect()
     }
 
-    /// The deviation over `[lower, upper]` when it holds few integer inputs: per integer input
-    /// `v`, the integer network's logits at `v` (exact: it is constant on `v`'s cell) minus the
-    /// float network's bounds over the cell's part of the box; their union. Bisection converges
-    /// on cell boundaries, where a part straddles two cells: the integer network's interval
-    /// bounds over even two neighbouring inputs widen layer by layer (on ACAS Xu 1_1, box 8.5, a
-    /// part 1e-16 wide straddling two cells in two inputs bounded the deviation within
-    /// [-0.0500, -0.0441] where it is -0.0465), and the bisection never ends. `None` for more
-    /// than [`MAX_ENUMERATED_CELLS`] inputs, or the paper's semantics.
-    fn cell_deviation(&self, lower: &[f64], upper: &[f64]) -> Option<Vec<Interval<f64>>> {
-        let Quantized::Integer(int) = self.cmp.quantized else {
-            return None;
-        };
-        let ranges: Vec<(i32, i32)> = (0..lower.len())
-            .map(|i| (int.input.quantize(i, lower[i]), int.input.quantize(i, upper[i])))
-            .collect();
-        let count = ranges.iter().try_fold(1usize, |n, (a, b)| {
-            n.checked_mul(usize::try_from(i64::from(*b) - i64::from(*a) + 1).ok()?)
-        })?;
-        if count > MAX_ENUMERATED_CELLS {
-            return None;
-        }
-        let scales = self.cmp.quantized.dequantization_scales();
-        let mut union: Option<Vec<Interval<f64>>> = None;
-        let mut v: Vec<i32> = ranges.iter().map(|r| r.0).collect();
-        'cells: loop {
-            let (mut lo, mut hi) = (lower.to_vec(), upper.to_vec());
-            for (i, value) in v.iter().enumerate() {
-                let cell = input_cell(int, i, *value);
-                lo[i] = lo[i].max(cell.lo);
-                hi[i] = hi[i].min(cell.hi);
-            }
-            let fb = float_bounds(self.cmp.float, &lo, &hi);
-            let float = fb.pre.last()?;
-            let logits = int.logits_q(&v);
-            let deviation = logits.iter().zip(&scales).zip(float).map(|((q, s), f)| {
-                let q = *q as f64 * s;
-                let m = DEQUANTIZATION_MARGIN * (1.0 + q.abs());
-                Interval {
-                    lo: q - m - f.hi,
-                    hi: q + m - f.lo,
-                }
-            });
-            union = Some(match union {
-                None => deviation.collect(),
-                Some(u) => u
-                    .iter()
-                    .zip(deviation)
-                    .map(|(a, b)| Interval {
-                        lo: a.lo.min(b.lo),
-                        hi: a.hi.max(b.hi),
-                    })
-                    .collect(),
-            });
-            // The next integer input, odometer order.
-            for (i, value) in v.iter_mut().enumerate() {
-                if *value < ranges[i].1 {
-                    *value += 1;
-                    continue 'cells;
-                }
-                *value = ranges[i].0;
-            }
-            return union;
-        }
-    }
-
     /// Where to cut `[lo, hi]` along `dim`: at the input cell boundary nearest the midpoint when
     /// the range holds more than one integer input (so that the parts' integer inputs stay few,
-    /// [`Region::cell_deviation`]), else at the midpoint; `None` when the range cannot be cut.
+    /// [`cell_deviation`]), else at the midpoint; `None` when the range cannot be cut.
     fn cut(&self, dim: usize, lo: f64, hi: f64) -> Option<f64> {
         let mid = 0.5 * (lo + hi);
         let inside = |c: &f64| *c > lo && *c < hi;
         let boundary = match self.cmp.quantized {
-            Quantized::Integer(int) if int.input.quantize(dim, lo) < int.input.quantize(dim, hi) => {
+            Quantized::Integer(int)
+                if int.input.quantize(dim, lo) < int.input.quantize(dim, hi) =>
+            {
                 let cell = input_cell(int, dim, int.input.quantize(dim, mid));
                 [cell.lo, cell.hi]
                     .into_iter()
@@ -211,9 +129,13 @@ impl Region<'_> {
     /// The part `[lower, upper]` bounded: its excess over eps and the input to split it along.
     fn part(&self, lower: Vec<f64>, upper: Vec<f64>, eps: f64) -> Part {
         let fb = float_bounds(self.cmp.float, &lower, &upper);
-        let deviations = self
-            .cell_deviation(&lower, &upper)
-            .unwrap_or_else(|| self.deviation_bounds(&fb, &lower, &upper));
+        let cells = match self.cmp.quantized {
+            Quantized::Integer(int) => {
+                cell_deviation(self.cmp.float, int, &lower, &upper, MAX_ENUMERATED_CELLS)
+            }
+            Quantized::Paper(_) => None,
+        };
+        let deviations = cells.unwrap_or_else(|| self.deviation_bounds(&fb, &lower, &upper));
         let excess = deviation_excess(&deviations, eps);
         let split = widest_influence(&fb, &lower, &upper);
         Part {
