@@ -668,7 +668,10 @@ fn cell_deviation_holds_on_every_sampled_point_and_cell_boundary() {
             }
         }
     }
-    assert!(bounded >= 120, "only {bounded} of 160 boxes were bounded cell by cell");
+    assert!(
+        bounded >= 120,
+        "only {bounded} of 160 boxes were bounded cell by cell"
+    );
 }
 
 /// The integer network's own symbolic bound is sound: on random networks quantized at random
