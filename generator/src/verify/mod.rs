@@ -84,7 +84,7 @@ impl<'a> Comparison<'a> {
         let (lower, upper) = (&prop.lower, &prop.upper);
 
         // 1. Sampling: the centre, corners and random points.
-        let deadline = self.options.deadline_from(start);
+        let deadline = self.options.box_deadline_from(&prop.id, start);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5EED);
         let points = prop.sample_points(10, 64, self.options.samples, &mut rng);
         if let Some(ce) = self.falsify_until(lower, upper, &points, Some(deadline)) {

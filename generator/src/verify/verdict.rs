@@ -1,6 +1,7 @@
 //! What verification says: per-box verdicts, counterexamples, the decision rule, the
 //! equivalence proved, and the options.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use serde::Serialize;
@@ -165,6 +166,10 @@ pub struct VerifyOptions {
     /// No solver work past this instant (a refinement's `--time-limit`): a box started later,
     /// or cut short by it, is unknown.
     pub deadline: Option<Instant>,
+    /// Shorter time limits for some boxes, by box id: refinement's candidate rounds give a box
+    /// a few times what its proof took at the anchor. A box's limit is the smaller of its
+    /// budget and `timeout`.
+    pub budgets: HashMap<String, Duration>,
 }
 
 impl VerifyOptions {
@@ -172,6 +177,12 @@ impl VerifyOptions {
     pub fn deadline_from(&self, start: Instant) -> Instant {
         let own = start + self.timeout;
         self.deadline.map_or(own, |d| d.min(own))
+    }
+
+    /// [`VerifyOptions::deadline_from`] for box `id`, within its budget if it has one.
+    pub fn box_deadline_from(&self, id: &str, start: Instant) -> Instant {
+        let own = self.deadline_from(start);
+        self.budgets.get(id).map_or(own, |b| own.min(start + *b))
     }
 }
 
@@ -183,6 +194,7 @@ impl Default for VerifyOptions {
             timeout: Duration::from_secs(60),
             samples: 256,
             deadline: None,
+            budgets: HashMap::new(),
         }
     }
 }
