@@ -194,7 +194,7 @@ impl Region<'_> {
             }
             parts += 1;
             let centre = midpoint(&lo, &hi);
-            if let Some(ce) = self.cmp.falsify(&lo, &hi, &[centre.clone()]) {
+            if let Some(ce) = self.cmp.falsify(&lo, &hi, std::slice::from_ref(&centre)) {
                 return Outcome::Counterexample(ce);
             }
             // The bisection goes where the bounds are loosest, which is where the deviation is
