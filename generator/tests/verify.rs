@@ -579,6 +579,30 @@ fn random_quantized_case(
     (net, int_net, lower, upper)
 }
 
+/// Asserts that every dequantized-minus-float logit at `x` lies within `bound`; returns both
+/// networks' logits.
+fn assert_deviation_within(
+    bound: &[ceg4n::verify::bounds::Interval<f64>],
+    net: &Network,
+    int_net: &IntNetwork,
+    x: &[f64],
+    trial: usize,
+) -> (Vec<f64>, Vec<f64>) {
+    let float = net.logits(x);
+    let dequantized = int_net.dequantized_logits(x);
+    for (o, (f, q)) in float.iter().zip(&dequantized).enumerate() {
+        let d = bound[o];
+        assert!(
+            d.lo <= q - f && q - f <= d.hi,
+            "trial {trial} output {o}: {} outside [{}, {}] at {x:?}",
+            q - f,
+            d.lo,
+            d.hi
+        );
+    }
+    (float, dequantized)
+}
+
 /// The differential bound is sound: on random networks (with input operations) quantized at
 /// random widths, saturating ones included, and random boxes, every sampled point's
 /// dequantized-minus-float logits lie within it.
@@ -599,18 +623,8 @@ fn deviation_bounds_hold_on_every_sampled_point() {
         let differences = dev.symbolic_differences(&model);
         for _ in 0..400 {
             let x = random_point(&mut rng, &lower, &upper);
-            let float = net.logits(&x);
-            let dequantized = int_net.dequantized_logits(&x);
-            for (o, (f, q)) in float.iter().zip(&dequantized).enumerate() {
-                let d = dev.logits()[o];
-                assert!(
-                    d.lo <= q - f && q - f <= d.hi,
-                    "trial {trial} output {o}: {} outside [{}, {}] at {x:?}",
-                    q - f,
-                    d.lo,
-                    d.hi
-                );
-            }
+            let (float, dequantized) =
+                assert_deviation_within(dev.logits(), &net, &int_net, &x, trial);
             // The deviation of every logit difference, bounded as one linear form.
             for j in 0..float.len() {
                 for k in (0..float.len()).filter(|k| *k != j) {
@@ -658,18 +672,7 @@ fn cell_deviation_holds_on_every_sampled_point_and_cell_boundary() {
                     *v = edge;
                 }
             }
-            let float = net.logits(&x);
-            let dequantized = int_net.dequantized_logits(&x);
-            for (o, (f, q)) in float.iter().zip(&dequantized).enumerate() {
-                let d = bound[o];
-                assert!(
-                    d.lo <= q - f && q - f <= d.hi,
-                    "trial {trial} output {o}: {} outside [{}, {}] at {x:?}",
-                    q - f,
-                    d.lo,
-                    d.hi
-                );
-            }
+            assert_deviation_within(&bound, &net, &int_net, &x, trial);
         }
     }
     assert!(
