@@ -215,12 +215,13 @@ impl IntNetwork {
 
     /// The logits as real numbers (`acc * acc_scale`).
     pub fn dequantized_logits(&self, x: &[f64]) -> Vec<f64> {
-        let scale = self
-            .layers
-            .last()
-            .map(|l| l.acc_scale.clone())
-            .unwrap_or_default();
-        self.logits(x)
+        self.dequantize(&self.logits(x))
+    }
+
+    /// Integer logits as real numbers (`acc * acc_scale`).
+    pub fn dequantize(&self, logits: &[i64]) -> Vec<f64> {
+        let scale = self.layers.last().map_or(&[][..], |l| &l.acc_scale[..]);
+        logits
             .iter()
             .zip(scale)
             .map(|(q, s)| *q as f64 * s)

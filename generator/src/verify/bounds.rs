@@ -17,6 +17,16 @@ pub struct Interval<T> {
     pub hi: T,
 }
 
+impl Interval<f64> {
+    /// The smallest interval holding both.
+    pub fn hull(self, other: Interval<f64>) -> Interval<f64> {
+        Interval {
+            lo: self.lo.min(other.lo),
+            hi: self.hi.max(other.hi),
+        }
+    }
+}
+
 /// Float bounds per layer: pre-activation `z` and post-activation `h`.
 #[derive(Clone, Debug)]
 pub struct FloatBounds {

@@ -17,9 +17,9 @@
 //! exact integer semantics (ceg4n-runtime), which is what the solver encodes too.
 
 use super::bounds::{
-    bias_i64, both_directions, float_bounds, requantization_error, step_of, FloatBounds, IntBounds,
-    Interval,
+    both_directions, float_bounds, requantization_error, step_of, FloatBounds, IntBounds, Interval,
 };
+use super::int_symbolic::dequantized_layers;
 use super::substitution::{back_substitute, by_pair, pair_rows, NeuronBounds};
 use crate::int_model::{IntNetwork, LayerOutput};
 use crate::ir::{Activation, Network};
@@ -196,27 +196,16 @@ impl DeviationModel {
         if float.layers.len() != int.layers.len() || float.layers.is_empty() {
             return None;
         }
-        let mut in_scale: Vec<f64> = (0..float.input_len()).map(|i| int.input.scale(i)).collect();
         let mut layers = Vec::new();
-        for ((w, b), layer) in crate::quantize::effective_layers(float)
+        for ((w, b), (int_w, int_b)) in crate::quantize::effective_layers(float)
             .into_iter()
-            .zip(&int.layers)
+            .zip(dequantized_layers(int)?)
         {
-            if layer.inputs != w.ncols()
-                || layer.outputs != w.nrows()
-                || in_scale.len() != w.ncols()
-            {
+            if int_w.dim() != w.dim() {
                 return None;
             }
-            let n = layer.inputs.max(1);
-            let bias = bias_i64(&layer.bias);
-            let dw = Array2::from_shape_fn(w.dim(), |(o, i)| {
-                f64::from(layer.weights[o * n + i]) * layer.acc_scale[o] / in_scale[i] - w[[o, i]]
-            });
-            let db = Array1::from_shape_fn(b.len(), |o| bias[o] as f64 * layer.acc_scale[o] - b[o]);
-            if let LayerOutput::Activations { scale, .. } = &layer.output {
-                in_scale = vec![*scale; layer.outputs];
-            }
+            let dw = int_w - &w;
+            let db = int_b - &b;
             layers.push(LayerPair {
                 w_abs: w.mapv(f64::abs),
                 dw_abs: dw.mapv(f64::abs),
@@ -266,10 +255,7 @@ impl DeviationModel {
                         lo: h_int[i].lo - upper[i],
                         hi: h_int[i].hi - lower[i],
                     };
-                    Interval {
-                        lo: half.lo.min(sat.lo),
-                        hi: half.hi.max(sat.hi),
-                    }
+                    half.hull(sat)
                 }
             })
             .collect();
@@ -467,7 +453,6 @@ pub fn cell_deviation(
     if count > max_cells {
         return None;
     }
-    let scales = int.layers.last()?.acc_scale.clone();
     let mut union: Option<Vec<Interval<f64>>> = None;
     let mut v: Vec<i32> = ranges.iter().map(|r| r.0).collect();
     'cells: loop {
@@ -478,29 +463,17 @@ pub fn cell_deviation(
             hi[i] = hi[i].min(cell.hi);
         }
         let fb = float_bounds(float, &lo, &hi);
-        let logits = int.logits_q(&v);
-        let deviation = logits
-            .iter()
-            .zip(&scales)
-            .zip(fb.pre.last()?)
-            .map(|((q, s), f)| {
-                let q = *q as f64 * s;
-                let m = DEQUANTIZATION_MARGIN * (1.0 + q.abs());
-                Interval {
-                    lo: q - m - f.hi,
-                    hi: q + m - f.lo,
-                }
-            });
+        let logits = int.dequantize(&int.logits_q(&v));
+        let deviation = logits.iter().zip(fb.pre.last()?).map(|(q, f)| {
+            let m = DEQUANTIZATION_MARGIN * (1.0 + q.abs());
+            Interval {
+                lo: q - m - f.hi,
+                hi: q + m - f.lo,
+            }
+        });
         union = Some(match union {
             None => deviation.collect(),
-            Some(u) => u
-                .iter()
-                .zip(deviation)
-                .map(|(a, b)| Interval {
-                    lo: a.lo.min(b.lo),
-                    hi: a.hi.max(b.hi),
-                })
-                .collect(),
+            Some(u) => u.iter().zip(deviation).map(|(a, b)| a.hull(b)).collect(),
         });
         // The next integer input, odometer order.
         for (i, value) in v.iter_mut().enumerate() {

@@ -18,7 +18,7 @@ use super::bounds::{
 };
 use super::substitution::{back_substitute, by_pair, pair_rows, NeuronBounds};
 use crate::int_model::{IntNetwork, LayerOutput};
-use ndarray::Array2;
+use ndarray::{Array1, Array2};
 
 /// `clamp(u + e, lo, hi)` for `u` in `[ul, uh]` and `e` in `[el, eh]`, bounded linearly in `u`.
 fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> NeuronBounds {
@@ -59,10 +59,38 @@ fn clamp_relaxation(ul: f64, uh: f64, el: f64, eh: f64, lo: f64, hi: f64) -> Neu
     }
 }
 
+/// The integer network in real numbers, layer by layer: the dequantized weights (integer
+/// weight times the accumulator's scale over the input's scale) and biases, so that a layer's
+/// dequantized accumulator is exactly `weights · h' + bias` for its dequantized inputs `h'`.
+/// `None` when a layer's width does not match the layer below.
+pub(crate) fn dequantized_layers(int: &IntNetwork) -> Option<Vec<(Array2<f64>, Array1<f64>)>> {
+    let mut in_scale: Vec<f64> = (0..int.input_len()).map(|i| int.input.scale(i)).collect();
+    let mut layers = Vec::with_capacity(int.layers.len());
+    for layer in &int.layers {
+        let n = layer.inputs;
+        if in_scale.len() != n {
+            return None;
+        }
+        let weights = Array2::from_shape_fn((layer.outputs, n), |(o, i)| {
+            f64::from(layer.weights[o * n + i]) * layer.acc_scale[o] / in_scale[i]
+        });
+        let bias = bias_i64(&layer.bias);
+        let bias = Array1::from_shape_fn(layer.outputs, |o| bias[o] as f64 * layer.acc_scale[o]);
+        if let LayerOutput::Activations { scale, .. } = &layer.output {
+            in_scale = vec![*scale; layer.outputs];
+        }
+        layers.push((weights, bias));
+    }
+    Some(layers)
+}
+
 /// `d[j][k]`: an upper bound of `logit_j - logit_k` (the integer logits) over the box whose
 /// integer interval bounds are `ib`; `None` when the network has no layer.
 pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Vec<Vec<f64>>> {
-    let last = int.layers.last()?;
+    let (last, hidden) = int.layers.split_last()?;
+    if ib.input.len() != int.input_len() {
+        return None;
+    }
     // The dequantized input of layer 0: every value the saturated quantized input can take.
     let input: Vec<Interval<f64>> = ib
         .input
@@ -76,27 +104,15 @@ pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Ve
             }
         })
         .collect();
-    let mut in_scale: Vec<f64> = (0..input.len()).map(|i| int.input.scale(i)).collect();
     // `u_l = weights[l] h'_(l-1) + biases[l]`, exactly.
-    let (mut weights, mut biases) = (Vec::new(), Vec::new());
+    let layers = dequantized_layers(int)?;
+    let weights: Vec<&Array2<f64>> = layers.iter().map(|(w, _)| w).collect();
+    let biases: Vec<Vec<Interval<f64>>> = layers
+        .iter()
+        .map(|(_, b)| b.iter().map(|v| Interval { lo: *v, hi: *v }).collect())
+        .collect();
     let mut neurons: Vec<Vec<NeuronBounds>> = Vec::new();
-    for (l, layer) in int.layers.iter().enumerate() {
-        let n = layer.inputs;
-        if in_scale.len() != n || ib.acc.get(l).is_none_or(|a| a.len() != layer.outputs) {
-            return None;
-        }
-        weights.push(Array2::from_shape_fn((layer.outputs, n), |(o, i)| {
-            f64::from(layer.weights[o * n + i]) * layer.acc_scale[o] / in_scale[i]
-        }));
-        let bias = bias_i64(&layer.bias);
-        biases.push(
-            (0..layer.outputs)
-                .map(|o| {
-                    let b = bias[o] as f64 * layer.acc_scale[o];
-                    Interval { lo: b, hi: b }
-                })
-                .collect::<Vec<_>>(),
-        );
+    for (l, layer) in hidden.iter().enumerate() {
         let LayerOutput::Activations {
             range,
             requant,
@@ -104,19 +120,14 @@ pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Ve
             ..
         } = &layer.output
         else {
-            break;
+            return None;
         };
-        // The accumulators' range: the symbolic bound, within the integer intervals.
         let m = layer.outputs;
-        let weight_refs: Vec<&Array2<f64>> = weights.iter().collect();
-        let symbolic = back_substitute(
-            &weight_refs,
-            &biases,
-            &neurons,
-            &input,
-            l,
-            both_directions(m),
-        );
+        if ib.acc.get(l).is_none_or(|a| a.len() != m) {
+            return None;
+        }
+        // The accumulators' range: the symbolic bound, within the integer intervals.
+        let symbolic = back_substitute(&weights, &biases, &neurons, &input, l, both_directions(m));
         let (lo, hi) = (
             f64::from(range.min) * out_scale,
             f64::from(range.max) * out_scale,
@@ -132,23 +143,11 @@ pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Ve
             })
             .collect();
         neurons.push(layer_bounds);
-        in_scale = vec![*out_scale; m];
-    }
-    if weights.len() != int.layers.len() {
-        return None;
     }
     // Logits are accumulators: `logit_o = u_o / acc_scale_o`.
     let classes = last.outputs;
     let rows = pair_rows(classes, |o| 1.0 / last.acc_scale[o]);
-    let weight_refs: Vec<&Array2<f64>> = weights.iter().collect();
-    let bounds = back_substitute(
-        &weight_refs,
-        &biases,
-        &neurons,
-        &input,
-        int.layers.len() - 1,
-        rows,
-    );
+    let bounds = back_substitute(&weights, &biases, &neurons, &input, hidden.len(), rows);
     Some(by_pair(&bounds, classes))
 }
 

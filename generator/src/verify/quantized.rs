@@ -102,11 +102,10 @@ impl Quantized<'_> {
     /// The logits as real numbers.
     pub fn dequantized(&self, logits: &QuantizedLogits) -> Vec<f64> {
         match logits {
-            QuantizedLogits::Integer(v) => v
-                .iter()
-                .zip(self.dequantization_scales())
-                .map(|(q, s)| *q as f64 * s)
-                .collect(),
+            QuantizedLogits::Integer(v) => match self {
+                Quantized::Integer(n) => n.dequantize(v),
+                Quantized::Paper(_) => v.iter().map(|q| *q as f64).collect(),
+            },
             QuantizedLogits::Real(v) => v.clone(),
         }
     }
