@@ -174,11 +174,19 @@ fn rival_gradient(net: &Network, x: &[f64], j: usize, k: usize, sign: f64) -> Ve
     g
 }
 
-/// A point of the box where the float network picks another class than `k = class(start)`,
-/// by projected gradient steps (signed, as for an L-inf box) towards each rival in turn: on
-/// many-input networks far faster than the solver at showing that the float class is not
-/// constant. `None` when no step found one before `until`.
-pub(crate) fn float_class_change_by_gradient(
+/// Where projected gradient steps on the float network's margin ended.
+pub(crate) enum FloatDescent {
+    /// A point of the box where the float network picks another class than at the start.
+    ClassChange(Vec<f64>),
+    /// No class change: the point with the smallest float margin over a rival, where the
+    /// quantized network, whose logits are off by its rounding, is the likeliest to disagree.
+    Closest(Vec<f64>),
+}
+
+/// Projected gradient steps (signed, as for an L-inf box) lowering the float margin of
+/// `k = class(start)` over each rival in turn: on many-input networks far faster than the
+/// solver at showing that the float class is not constant. Stops at `until`.
+pub(crate) fn float_margin_descent(
     net: &Network,
     lower: &[f64],
     upper: &[f64],
@@ -186,15 +194,16 @@ pub(crate) fn float_class_change_by_gradient(
     rivals: &[usize],
     decision: Decision,
     until: std::time::Instant,
-) -> Option<Vec<f64>> {
+) -> FloatDescent {
     let k = decision.pick(&net.logits(start));
     let sign = decision.sign();
-    for &j in rivals {
+    let (mut closest, mut smallest) = (start.to_vec(), f64::INFINITY);
+    'rivals: for &j in rivals {
         let mut x = start.to_vec();
         let mut step = 0.25;
         for iteration in 0..GRADIENT_STEPS {
             if std::time::Instant::now() >= until {
-                return None;
+                break 'rivals;
             }
             let g = rival_gradient(net, &x, j, k, sign);
             x = x
@@ -206,18 +215,23 @@ pub(crate) fn float_class_change_by_gradient(
                     (moved as f32 as f64).max(lower[i]).min(upper[i])
                 })
                 .collect();
-            if decision.pick(&net.logits(&x)) != k {
-                return Some(x);
+            let f = net.logits(&x);
+            if decision.pick(&f) != k {
+                return FloatDescent::ClassChange(x);
+            }
+            let margin = sign * (f[k] - f[j]);
+            if margin < smallest {
+                (closest, smallest) = (x.clone(), margin);
             }
             if iteration % 8 == 7 {
                 step *= 0.5;
             }
         }
     }
-    None
+    FloatDescent::Closest(closest)
 }
 
-/// Projected gradient steps per rival class in [`float_class_change_by_gradient`].
+/// Projected gradient steps per rival class in [`float_margin_descent`].
 const GRADIENT_STEPS: usize = 32;
 
 /// A point of the box where the float network picks another class than `k = class(start)`,
@@ -303,25 +317,41 @@ impl LocalSearch<'_> {
     ) -> Option<R> {
         let mut best = objective(&x);
         let mut step = self.step;
-        for step_index in 0..ATTACK_STEPS {
+        let n = x.len();
+        let (steps, shrink) = if n <= SPARSE_MOVES_ABOVE {
+            (ATTACK_STEPS, self.shrink)
+        } else {
+            (ATTACK_STEPS.max(4 * n), self.shrink.powf(SPARSE_MOVES_ABOVE as f64 / n as f64))
+        };
+        for step_index in 0..steps {
             if let Some(result) = found(&x, best) {
                 return Some(result);
             }
             if step_index % 16 == 0 && std::time::Instant::now() >= self.until {
                 return None;
             }
-            let y = clamp(
-                x.iter()
-                    .zip(self.lower)
-                    .zip(self.upper)
-                    .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
-                    .collect(),
-            );
+            // Few inputs: every coordinate moves. Many: one does, and a rejection shrinks the
+            // step by a share of `shrink` (a move of all 784 pixels of an image at once is
+            // almost always worse, so a joint move would only shrink the step to nothing).
+            let y = if n <= SPARSE_MOVES_ABOVE {
+                clamp(
+                    x.iter()
+                        .zip(self.lower)
+                        .zip(self.upper)
+                        .map(|((v, l), u)| v + (u - l) * step * rng.random_range(-1.0..1.0))
+                        .collect(),
+                )
+            } else {
+                let i = rng.random_range(0..n);
+                let mut y = x.clone();
+                y[i] += (self.upper[i] - self.lower[i]) * step * rng.random_range(-1.0..1.0);
+                clamp(y)
+            };
             let value = objective(&y);
             if value <= best {
                 (x, best) = (y, value);
             } else {
-                step = (step * self.shrink).max(1e-6);
+                step = (step * shrink).max(1e-6);
             }
         }
         None
@@ -331,7 +361,10 @@ impl LocalSearch<'_> {
 /// Restarts of [`float_class_change_near`].
 pub(crate) const FLOAT_SEARCH_RESTARTS: usize = 8;
 
-/// Steps of the local search in [`attack`].
+/// Inputs above which a local search move changes one coordinate, not all.
+const SPARSE_MOVES_ABOVE: usize = 32;
+
+/// Steps of the local search in [`attack`] (at least four per input).
 pub(crate) const ATTACK_STEPS: usize = 400;
 
 impl Comparison<'_> {
@@ -399,6 +432,51 @@ impl Comparison<'_> {
         )
     }
 }
+
+impl Comparison<'_> {
+    /// Looks for a disagreement at points that differ from `x` in a few inputs, each redrawn
+    /// uniformly from the box ([`AROUND_SAMPLES`] points at most, until `until`). Near the
+    /// float network's thinnest margin the quantized network's rounding error decides the
+    /// class, and that error changes from point to point almost at random: on a 784-input
+    /// network a few hundred such draws show a disagreement that a descent on the quantized
+    /// margin, stuck on its flat steps, does not reach.
+    pub(crate) fn sample_around(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        x: &[f64],
+        until: std::time::Instant,
+    ) -> Option<Counterexample> {
+        use rand::Rng;
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA20D);
+        let n = x.len();
+        for sample in 0..AROUND_SAMPLES {
+            if sample % 16 == 0 && std::time::Instant::now() >= until {
+                return None;
+            }
+            let mut y = x.to_vec();
+            for _ in 0..AROUND_REDRAWN.min(n) {
+                let i = rng.random_range(0..n);
+                y[i] = (rng.random_range(lower[i]..=upper[i]) as f32 as f64)
+                    .max(lower[i])
+                    .min(upper[i]);
+            }
+            if self.violates(&y) {
+                let ce = self.replay(&y, FoundBy::Sampling);
+                if ce.reproduces_in_f32 {
+                    return Some(ce);
+                }
+            }
+        }
+        None
+    }
+}
+
+/// Points tried by [`Comparison::sample_around`].
+const AROUND_SAMPLES: usize = 2000;
+
+/// Inputs redrawn per point in [`Comparison::sample_around`].
+const AROUND_REDRAWN: usize = 3;
 
 /// The largest `|float - dequantized|` over the logits.
 fn largest_deviation(float: &[f64], dequantized: &[f64]) -> f64 {

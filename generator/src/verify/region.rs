@@ -347,7 +347,7 @@ impl Region<'_> {
         if !float_rivals.is_empty() && !known_constant {
             // Gradient steps first: where the float class changes, they usually show it in
             // milliseconds, and the boundary search below then finds the counterexample.
-            if let Some(x) = float_class_change_by_gradient(
+            match float_margin_descent(
                 net,
                 lower,
                 upper,
@@ -356,8 +356,23 @@ impl Region<'_> {
                 decision,
                 slice(),
             ) {
-                if let Some(ce) = self.cmp.falsify(lower, upper, &[centre.clone(), x]) {
-                    return Some(Outcome::Counterexample(ce));
+                FloatDescent::ClassChange(x) => {
+                    if let Some(ce) = self.cmp.falsify(lower, upper, &[centre.clone(), x]) {
+                        return Some(Outcome::Counterexample(ce));
+                    }
+                }
+                // Where the float margin is thinnest the quantized network's rounding flips
+                // the class if anywhere. Its rounding error varies from point to point like
+                // noise, so points a few inputs away are fresh draws of it; a local search on
+                // the quantized margin follows.
+                FloatDescent::Closest(x) => {
+                    let found = self
+                        .cmp
+                        .sample_around(lower, upper, &x, slice())
+                        .or_else(|| self.cmp.attack(lower, upper, &x, slice()));
+                    if let Some(ce) = found {
+                        return Some(Outcome::Counterexample(ce));
+                    }
                 }
             }
             // Branching on the float network's ReLUs next (half the time left at most): on
