@@ -377,16 +377,22 @@ impl Region<'_> {
             }
             // Branching on the float network's ReLUs next (half the time left at most): on
             // many-input networks it closes what the solver cannot.
+            // Rivals with the smallest bound first, each with an equal share of what is left
+            // (one that cannot be closed would otherwise take every later rival's time).
             let now = Instant::now();
             let until = now + deadline.saturating_duration_since(now) / 2;
+            let mut float_rivals = float_rivals;
+            float_rivals.sort_by(|a, b| float_diff[*a][k].total_cmp(&float_diff[*b][k]));
             let mut open_rivals = Vec::new();
-            for j in float_rivals {
+            for (index, &j) in float_rivals.iter().enumerate() {
                 let mut c = vec![0.0; float_diff.len()];
                 c[j] = decision.sign();
                 c[k] = -decision.sign();
                 let started = Instant::now();
+                let left = (float_rivals.len() - index) as u32;
+                let share = started + until.saturating_duration_since(started) / left;
                 let branched =
-                    branching::float_difference_negative(net, fb, &c, (lower, upper), until);
+                    branching::float_difference_negative(net, fb, &c, (lower, upper), share);
                 self.debug_line(
                     depth,
                     &format!("float robust {k} vs {j} by branching"),
