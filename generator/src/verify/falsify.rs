@@ -321,7 +321,10 @@ impl LocalSearch<'_> {
         let (steps, shrink) = if n <= SPARSE_MOVES_ABOVE {
             (ATTACK_STEPS, self.shrink)
         } else {
-            (ATTACK_STEPS.max(4 * n), self.shrink.powf(SPARSE_MOVES_ABOVE as f64 / n as f64))
+            (
+                ATTACK_STEPS.max(4 * n),
+                self.shrink.powf(SPARSE_MOVES_ABOVE as f64 / n as f64),
+            )
         };
         for step_index in 0..steps {
             if let Some(result) = found(&x, best) {

@@ -347,15 +347,8 @@ impl Region<'_> {
         if !float_rivals.is_empty() && !known_constant {
             // Gradient steps first: where the float class changes, they usually show it in
             // milliseconds, and the boundary search below then finds the counterexample.
-            match float_margin_descent(
-                net,
-                lower,
-                upper,
-                &centre,
-                &float_rivals,
-                decision,
-                slice(),
-            ) {
+            match float_margin_descent(net, lower, upper, &centre, &float_rivals, decision, slice())
+            {
                 FloatDescent::ClassChange(x) => {
                     if let Some(ce) = self.cmp.falsify(lower, upper, &[centre.clone(), x]) {
                         return Some(Outcome::Counterexample(ce));
