@@ -885,3 +885,90 @@ fn relu_branching_proves_only_what_sampling_confirms_and_more_than_bounds_alone(
     assert!(beyond_bounds > 0, "branching never went beyond the bounds");
     eprintln!("{proved} pairs proved, {beyond_bounds} of them beyond the bounds alone");
 }
+
+/// Calibration takes each layer's range from points of the boxes it is given, so a box wider
+/// than those can drive an activation past its range, where the integer network saturates and
+/// its logits leave the float ones by far more than rounding. Calibrated on boxes of radius
+/// 0.05 and verified on radius 0.5 (ACAS Xu's shape, 16 bits, ε 0.05), every box where some
+/// activation exceeds its range is refuted with a replayed deviation, and within a second.
+#[test]
+fn saturating_activations_are_found_on_boxes_wider_than_the_calibration() {
+    use ceg4n::int_model::LayerOutput;
+    use ceg4n::verify::Equivalence;
+    let mut rng = rng(0x5A7);
+    let mut net = random_network(&mut rng, &[5, 24, 24, 24, 24, 5]);
+    for layer in &mut net.layers {
+        let gain = 1.5 / (layer.inputs() as f32).sqrt();
+        layer.weights.mapv_inplace(|w| w * gain);
+    }
+    // Box ends in f32, as property files give them (a counterexample is an f32 input).
+    let around = |radius: f64, x: &[f64], i: usize| Property {
+        id: format!("b{i}"),
+        lower: x.iter().map(|v| (v - radius) as f32 as f64).collect(),
+        upper: x.iter().map(|v| (v + radius) as f32 as f64).collect(),
+        x: x.to_vec(),
+        y: None,
+        ball_size: Some(radius),
+    };
+    let centres: Vec<Vec<f64>> = (0..4)
+        .map(|_| random_vector(&mut rng, 5, -0.5, 0.5))
+        .collect();
+    let narrow: Vec<Property> = (0..4).map(|i| around(0.05, &centres[i], i)).collect();
+    let wide: Vec<Property> = (0..4).map(|i| around(0.5, &centres[i], i)).collect();
+    let config = QuantConfig::for_network(&net, &[16], &[16], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_boxes(&net, &narrow)).unwrap();
+    let eps = 0.05;
+    let options = VerifyOptions {
+        equivalence: Equivalence::Epsilon(eps),
+        timeout: std::time::Duration::from_secs(20),
+        ..VerifyOptions::default()
+    };
+    let range_max: Vec<f64> = int_net
+        .layers
+        .iter()
+        .filter_map(|l| match &l.output {
+            LayerOutput::Activations { range, scale, .. } => Some(f64::from(range.max) * scale),
+            LayerOutput::Logits => None,
+        })
+        .collect();
+    let (mut refuted, mut searched) = (0, 0);
+    for p in &wide {
+        let v = Comparison::new(&net, Quantized::Integer(&int_net), &options).verify_box(p);
+        if let Some(ce) = &v.counterexample {
+            let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+            assert!(
+                p.contains_point(&x) && ce.reproduces_in_f32 && ce.max_abs_diff > eps,
+                "box {}: {ce:?} {:?} {:?}",
+                p.id,
+                p.lower,
+                p.upper
+            );
+            let saturates = net
+                .layer_outputs(&x)
+                .iter()
+                .zip(&range_max)
+                .any(|(h, max)| h.iter().any(|v| v > max));
+            if saturates {
+                assert!(v.seconds < 1.0, "box {}: {:.3} s", p.id, v.seconds);
+                refuted += 1;
+            }
+        }
+        // The search alone, without sampling, bisection or the solver, finds a saturating
+        // violation too wherever the box holds one.
+        let cmp = Comparison::new(&net, Quantized::Integer(&int_net), &options);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
+        if let Some(ce) = cmp.saturation_search(&p.lower, &p.upper, deadline) {
+            assert!(
+                ce.reproduces_in_f32 && ce.max_abs_diff > eps,
+                "box {}: {ce:?}",
+                p.id
+            );
+            searched += 1;
+        }
+    }
+    assert!(refuted > 0, "no box saturated: widen the boxes");
+    assert!(
+        searched >= refuted,
+        "the search found {searched} of {refuted}"
+    );
+}

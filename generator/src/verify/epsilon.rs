@@ -158,6 +158,11 @@ impl Region<'_> {
         deadline: Instant,
     ) -> Outcome {
         let whole = self.part(lower.to_vec(), upper.to_vec(), eps);
+        if whole.excess > 0.0 {
+            if let Some(ce) = self.cmp.saturation_search(lower, upper, deadline) {
+                return Outcome::Counterexample(ce);
+            }
+        }
         let mut stack = vec![whole];
         let mut parts = 0usize;
         let mut worst = 0.0f64;

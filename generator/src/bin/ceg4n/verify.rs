@@ -9,7 +9,7 @@ use serde_json::json;
 use crate::args::{BitsArgs, Semantics, SolveArgs};
 use ceg4n::pipeline::{verify_model, VerifyBoxes};
 use ceg4n::quantize::DEFAULT_WEIGHT_BITS;
-use ceg4n::verify::Status;
+use ceg4n::verify::{Equivalence, Status};
 
 /// Where `verify` takes its boxes from (its arguments).
 pub(crate) struct BoxSource {
@@ -32,12 +32,13 @@ pub(crate) fn verify(
         radius: boxes.radius,
         domain: boxes.domain.as_deref(),
     };
+    let options = solve.options()?;
     let result = verify_model(
         model,
         &boxes,
         &quant.spec_or(DEFAULT_WEIGHT_BITS),
         solve.semantics == Semantics::Paper,
-        &solve.options()?,
+        &options,
         solve.jobs(),
     )?;
     let verdicts = &result.verdicts;
@@ -65,10 +66,18 @@ pub(crate) fn verify(
                         .counterexample
                         .as_ref()
                         .expect("counterexample status carries one");
+                    // Under ε-equivalence the classes may agree: the logits are what differ.
+                    let what = match options.equivalence {
+                        Equivalence::Top1 => format!(
+                            "float class {}, integer class {}",
+                            ce.float_class, ce.quantized_class
+                        ),
+                        Equivalence::Epsilon(eps) => {
+                            format!("a logit off by {:.4} > ε {eps}", ce.max_abs_diff)
+                        }
+                    };
                     format!(
-                        "counterexample (float class {}, integer class {}{}) at {:?}",
-                        ce.float_class,
-                        ce.quantized_class,
+                        "counterexample ({what}{}) at {:?}",
                         if ce.reproduces_in_f32 {
                             ""
                         } else {
