@@ -246,7 +246,6 @@ pub(crate) fn float_class_change_near(
     decision: Decision,
     until: std::time::Instant,
 ) -> Option<Vec<f64>> {
-    use rand::Rng;
     let k = decision.pick(&net.logits(start));
     let sign = decision.sign();
     let margin = |x: &[f64]| -> f64 {
@@ -271,18 +270,7 @@ pub(crate) fn float_class_change_near(
         shrink: 0.97,
         until,
     };
-    for restart in 0..FLOAT_SEARCH_RESTARTS {
-        let x = if restart == 0 {
-            start.to_vec()
-        } else {
-            clamp(
-                lower
-                    .iter()
-                    .zip(upper)
-                    .map(|(l, u)| rng.random_range(*l..=*u))
-                    .collect(),
-            )
-        };
+    for x in moves.starts(start, FLOAT_SEARCH_RESTARTS, &clamp, &mut rng) {
         let found = moves.run(x, &margin, &clamp, &mut rng, |x, best| {
             (best < 0.0 && decision.pick(&net.logits(x)) != k).then(|| x.to_vec())
         });
@@ -306,6 +294,27 @@ pub(crate) struct LocalSearch<'a> {
 }
 
 impl LocalSearch<'_> {
+    /// `count` starting points: `first`, then uniformly random points of the box, `clamp`ed.
+    pub(crate) fn starts(
+        &self,
+        first: &[f64],
+        count: usize,
+        clamp: &dyn Fn(Vec<f64>) -> Vec<f64>,
+        rng: &mut impl rand::Rng,
+    ) -> Vec<Vec<f64>> {
+        let mut starts = vec![first.to_vec()];
+        for _ in 1..count {
+            let x = self
+                .lower
+                .iter()
+                .zip(self.upper)
+                .map(|(l, u)| rng.random_range(*l..=*u))
+                .collect();
+            starts.push(clamp(x));
+        }
+        starts
+    }
+
     /// Searches from `x`; before each move, `found(x, objective(x))` may end the search with a
     /// result.
     pub(crate) fn run<R>(
@@ -491,7 +500,6 @@ impl Comparison<'_> {
         upper: &[f64],
         until: std::time::Instant,
     ) -> Option<Counterexample> {
-        use rand::Rng;
         let Quantized::Integer(int) = self.quantized else {
             return None;
         };
@@ -530,16 +538,7 @@ impl Comparison<'_> {
             until,
         };
         let centre = super::midpoint(lower, upper);
-        for restart in 0..SATURATION_RESTARTS {
-            let start = if restart == 0 {
-                centre.clone()
-            } else {
-                lower
-                    .iter()
-                    .zip(upper)
-                    .map(|(l, u)| rng.random_range(*l..=*u))
-                    .collect()
-            };
+        for start in moves.starts(&centre, SATURATION_RESTARTS, &clamp, &mut rng) {
             let saturating = moves.run(start, &|x| -excess(x), &clamp, &mut rng, |x, best| {
                 (best < 0.0).then(|| x.to_vec())
             });
