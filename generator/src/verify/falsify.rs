@@ -556,7 +556,7 @@ impl Comparison<'_> {
 }
 
 /// Starting points of [`Comparison::saturation_search`].
-const SATURATION_RESTARTS: usize = 16;
+const SATURATION_RESTARTS: usize = 64;
 
 /// Points tried by [`Comparison::sample_around`].
 const AROUND_SAMPLES: usize = 2000;
