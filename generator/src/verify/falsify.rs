@@ -35,38 +35,7 @@ impl Comparison<'_> {
         let (net, options) = (self.float, self.options);
         let decision = options.decision;
         let float_class = |x: &[f64]| decision.pick(&net.logits(x));
-        let to_f32_box = |p: &[f64]| -> Vec<f64> {
-            p.iter()
-                .zip(lower)
-                .zip(upper)
-                .map(|((v, l), u)| {
-                    let r = *v as f32 as f64;
-                    // Keep the f32 rounding inside the box.
-                    if r < *l || r > *u {
-                        v.max(*l).min(*u)
-                    } else {
-                        r
-                    }
-                })
-                .collect()
-        };
-        let disagreement = |p: &[f64]| -> Option<Counterexample> {
-            let p32 = to_f32_box(p);
-            if p32
-                .iter()
-                .zip(lower)
-                .zip(upper)
-                .any(|((v, l), u)| v < l || v > u)
-            {
-                return None;
-            }
-            // Cheap check on the host models first; tract runs only in the replay of a hit.
-            if !self.violates(&p32) {
-                return None;
-            }
-            let ce = self.replay(&p32, FoundBy::Sampling);
-            ce.reproduces_in_f32.then_some(ce)
-        };
+        let disagreement = |p: &[f64]| self.disagreement_at(lower, upper, p);
         if let Some(ce) = points
             .iter()
             .take_while(|_| time_left())
@@ -120,6 +89,39 @@ impl Comparison<'_> {
             }
         }
         None
+    }
+
+    /// A replayed counterexample at `p` rounded to f32 (kept inside the box), if the host models
+    /// disagree there and the f32 point reproduces it.
+    fn disagreement_at(&self, lower: &[f64], upper: &[f64], p: &[f64]) -> Option<Counterexample> {
+        let p32: Vec<f64> = p
+            .iter()
+            .zip(lower)
+            .zip(upper)
+            .map(|((v, l), u)| {
+                let r = *v as f32 as f64;
+                // Keep the f32 rounding inside the box.
+                if r < *l || r > *u {
+                    v.max(*l).min(*u)
+                } else {
+                    r
+                }
+            })
+            .collect();
+        if p32
+            .iter()
+            .zip(lower)
+            .zip(upper)
+            .any(|((v, l), u)| v < l || v > u)
+        {
+            return None;
+        }
+        // Cheap check on the host models first; tract runs only in the replay of a hit.
+        if !self.violates(&p32) {
+            return None;
+        }
+        let ce = self.replay(&p32, FoundBy::Sampling);
+        ce.reproduces_in_f32.then_some(ce)
     }
 
     /// Whether `x` violates the equivalence on the host models (f64 float, integer runtime).
@@ -470,15 +472,10 @@ impl Comparison<'_> {
             let mut y = x.to_vec();
             for _ in 0..AROUND_REDRAWN.min(n) {
                 let i = rng.random_range(0..n);
-                y[i] = (rng.random_range(lower[i]..=upper[i]) as f32 as f64)
-                    .max(lower[i])
-                    .min(upper[i]);
+                y[i] = rng.random_range(lower[i]..=upper[i]);
             }
-            if self.violates(&y) {
-                let ce = self.replay(&y, FoundBy::Sampling);
-                if ce.reproduces_in_f32 {
-                    return Some(ce);
-                }
+            if let Some(ce) = self.disagreement_at(lower, upper, &y) {
+                return Some(ce);
             }
         }
         None
@@ -503,13 +500,12 @@ impl Comparison<'_> {
         let Quantized::Integer(int) = self.quantized else {
             return None;
         };
-        let range_max: Vec<Vec<f64>> = int
+        // Per hidden layer, the largest activation it can represent.
+        let range_max: Vec<f64> = int
             .layers
             .iter()
             .filter_map(|layer| match &layer.output {
-                LayerOutput::Activations { range, scale, .. } => {
-                    Some(vec![f64::from(range.max) * scale; layer.outputs])
-                }
+                LayerOutput::Activations { range, scale, .. } => Some(f64::from(range.max) * scale),
                 LayerOutput::Logits => None,
             })
             .collect();
@@ -519,7 +515,7 @@ impl Comparison<'_> {
                 .layer_outputs(x)
                 .iter()
                 .zip(&range_max)
-                .flat_map(|(h, max)| h.iter().zip(max).map(|(v, m)| v / m - 1.0))
+                .flat_map(|(h, max)| h.iter().map(move |v| v / max - 1.0))
                 .fold(f64::NEG_INFINITY, f64::max)
         };
         let clamp = |x: Vec<f64>| -> Vec<f64> {
