@@ -232,4 +232,16 @@ impl IntNetwork {
     pub fn classify(&self, x: &[f64]) -> usize {
         ceg4n_runtime::argmax(&self.logits(x))
     }
+
+    /// Per hidden layer, the largest activation it can represent, dequantized: a float
+    /// activation above it saturates in this network.
+    pub fn largest_activations(&self) -> Vec<f64> {
+        self.layers
+            .iter()
+            .filter_map(|layer| match &layer.output {
+                LayerOutput::Activations { range, scale, .. } => Some(f64::from(range.max) * scale),
+                LayerOutput::Logits => None,
+            })
+            .collect()
+    }
 }

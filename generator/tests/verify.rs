@@ -893,7 +893,6 @@ fn relu_branching_proves_only_what_sampling_confirms_and_more_than_bounds_alone(
 /// activation exceeds its range is refuted with a replayed deviation.
 #[test]
 fn saturating_activations_are_found_on_boxes_wider_than_the_calibration() {
-    use ceg4n::int_model::LayerOutput;
     use ceg4n::verify::Equivalence;
     let mut rng = rng(0x5A7);
     let mut net = random_network(&mut rng, &[5, 24, 24, 24, 24, 5]);
@@ -923,14 +922,7 @@ fn saturating_activations_are_found_on_boxes_wider_than_the_calibration() {
         timeout: std::time::Duration::from_secs(20),
         ..VerifyOptions::default()
     };
-    let range_max: Vec<f64> = int_net
-        .layers
-        .iter()
-        .filter_map(|l| match &l.output {
-            LayerOutput::Activations { range, scale, .. } => Some(f64::from(range.max) * scale),
-            LayerOutput::Logits => None,
-        })
-        .collect();
+    let range_max = int_net.largest_activations();
     let (mut refuted, mut searched) = (0, 0);
     for p in &wide {
         let v = Comparison::new(&net, Quantized::Integer(&int_net), &options).verify_box(p);

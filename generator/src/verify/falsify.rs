@@ -5,7 +5,6 @@ use rand::SeedableRng;
 
 use super::verdict::*;
 use super::*;
-use crate::int_model::LayerOutput;
 use crate::ir::Network;
 
 /// Looks for a disagreement without the solver: first at the given points, then along
@@ -257,13 +256,6 @@ pub(crate) fn float_class_change_near(
             .map(|j| sign * (f[k] - f[j]))
             .fold(f64::INFINITY, f64::min)
     };
-    let clamp = |x: Vec<f64>| -> Vec<f64> {
-        x.iter()
-            .zip(lower)
-            .zip(upper)
-            .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
-            .collect()
-    };
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xF1A7);
     let moves = LocalSearch {
         lower,
@@ -271,9 +263,10 @@ pub(crate) fn float_class_change_near(
         step: 0.5,
         shrink: 0.97,
         until,
+        points: Points::F32,
     };
-    for x in moves.starts(start, FLOAT_SEARCH_RESTARTS, &clamp, &mut rng) {
-        let found = moves.run(x, &margin, &clamp, &mut rng, |x, best| {
+    for x in moves.starts(start, FLOAT_SEARCH_RESTARTS, &mut rng) {
+        let found = moves.run(x, &margin, &mut rng, |x, best| {
             (best < 0.0 && decision.pick(&net.logits(x)) != k).then(|| x.to_vec())
         });
         if found.is_some() {
@@ -283,9 +276,18 @@ pub(crate) fn float_class_change_near(
     None
 }
 
+/// The points a [`LocalSearch`] visits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Points {
+    /// Any point of the box (the objective replays its result in f32 itself).
+    Reals,
+    /// Points rounded to f32 first: the float class search reports an input as a model reads it.
+    F32,
+}
+
 /// A gradient-free local search inside a box: from a point, random moves (each coordinate by
-/// up to `step` times the box width, then `clamp`ed) are kept when they do not raise the
-/// objective; a rejected move shrinks `step` by `shrink`. Runs [`ATTACK_STEPS`] moves.
+/// up to `step` times the box width, then [`LocalSearch::clamp`]ed) are kept when they do not
+/// raise the objective; a rejected move shrinks `step` by `shrink`. Runs [`ATTACK_STEPS`] moves.
 pub(crate) struct LocalSearch<'a> {
     lower: &'a [f64],
     upper: &'a [f64],
@@ -293,15 +295,30 @@ pub(crate) struct LocalSearch<'a> {
     shrink: f64,
     /// The search gives up at this instant (the box's deadline).
     until: std::time::Instant,
+    points: Points,
 }
 
 impl LocalSearch<'_> {
-    /// `count` starting points: `first`, then uniformly random points of the box, `clamp`ed.
+    /// `x` moved into the box (rounded to f32 first for [`Points::F32`]).
+    fn clamp(&self, x: Vec<f64>) -> Vec<f64> {
+        x.iter()
+            .zip(self.lower)
+            .zip(self.upper)
+            .map(|((v, l), u)| {
+                let v = match self.points {
+                    Points::Reals => *v,
+                    Points::F32 => *v as f32 as f64,
+                };
+                v.max(*l).min(*u)
+            })
+            .collect()
+    }
+
+    /// `count` starting points: `first`, then uniformly random points of the box, clamped.
     pub(crate) fn starts(
         &self,
         first: &[f64],
         count: usize,
-        clamp: &dyn Fn(Vec<f64>) -> Vec<f64>,
         rng: &mut impl rand::Rng,
     ) -> Vec<Vec<f64>> {
         let mut starts = vec![first.to_vec()];
@@ -312,7 +329,7 @@ impl LocalSearch<'_> {
                 .zip(self.upper)
                 .map(|(l, u)| rng.random_range(*l..=*u))
                 .collect();
-            starts.push(clamp(x));
+            starts.push(self.clamp(x));
         }
         starts
     }
@@ -323,7 +340,6 @@ impl LocalSearch<'_> {
         &self,
         mut x: Vec<f64>,
         objective: &dyn Fn(&[f64]) -> f64,
-        clamp: &dyn Fn(Vec<f64>) -> Vec<f64>,
         rng: &mut impl rand::Rng,
         mut found: impl FnMut(&[f64], f64) -> Option<R>,
     ) -> Option<R> {
@@ -349,7 +365,7 @@ impl LocalSearch<'_> {
             // step by a share of `shrink` (a move of all 784 pixels of an image at once is
             // almost always worse, so a joint move would only shrink the step to nothing).
             let y = if n <= SPARSE_MOVES_ABOVE {
-                clamp(
+                self.clamp(
                     x.iter()
                         .zip(self.lower)
                         .zip(self.upper)
@@ -360,7 +376,7 @@ impl LocalSearch<'_> {
                 let i = rng.random_range(0..n);
                 let mut y = x.clone();
                 y[i] += (self.upper[i] - self.lower[i]) * step * rng.random_range(-1.0..1.0);
-                clamp(y)
+                self.clamp(y)
             };
             let value = objective(&y);
             if value <= best {
@@ -418,24 +434,17 @@ impl Comparison<'_> {
             }
         };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA77AC);
-        let clamp = |x: Vec<f64>| -> Vec<f64> {
-            x.iter()
-                .zip(lower)
-                .zip(upper)
-                .map(|((v, l), u)| v.max(*l).min(*u))
-                .collect()
-        };
         let moves = LocalSearch {
             lower,
             upper,
             step: 0.25,
             shrink: 0.95,
             until,
+            points: Points::Reals,
         };
         moves.run(
-            clamp(start.to_vec()),
+            moves.clamp(start.to_vec()),
             &objective,
-            &clamp,
             &mut rng,
             |x, best| {
                 if best >= 0.0 {
@@ -500,15 +509,7 @@ impl Comparison<'_> {
         let Quantized::Integer(int) = self.quantized else {
             return None;
         };
-        // Per hidden layer, the largest activation it can represent.
-        let range_max: Vec<f64> = int
-            .layers
-            .iter()
-            .filter_map(|layer| match &layer.output {
-                LayerOutput::Activations { range, scale, .. } => Some(f64::from(range.max) * scale),
-                LayerOutput::Logits => None,
-            })
-            .collect();
+        let range_max = int.largest_activations();
         // Above zero where an activation exceeds its range: the largest relative excess.
         let excess = |x: &[f64]| -> f64 {
             self.float
@@ -518,13 +519,6 @@ impl Comparison<'_> {
                 .flat_map(|(h, max)| h.iter().map(move |v| v / max - 1.0))
                 .fold(f64::NEG_INFINITY, f64::max)
         };
-        let clamp = |x: Vec<f64>| -> Vec<f64> {
-            x.iter()
-                .zip(lower)
-                .zip(upper)
-                .map(|((v, l), u)| v.max(*l).min(*u))
-                .collect()
-        };
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5A7);
         let moves = LocalSearch {
             lower,
@@ -532,10 +526,11 @@ impl Comparison<'_> {
             step: 0.5,
             shrink: 0.95,
             until,
+            points: Points::Reals,
         };
         let centre = super::midpoint(lower, upper);
-        for start in moves.starts(&centre, SATURATION_RESTARTS, &clamp, &mut rng) {
-            let saturating = moves.run(start, &|x| -excess(x), &clamp, &mut rng, |x, best| {
+        for start in moves.starts(&centre, SATURATION_RESTARTS, &mut rng) {
+            let saturating = moves.run(start, &|x| -excess(x), &mut rng, |x, best| {
                 (best < 0.0).then(|| x.to_vec())
             });
             if let Some(x) = saturating {
