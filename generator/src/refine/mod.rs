@@ -183,8 +183,9 @@ impl std::fmt::Display for ExclusionReason {
 }
 
 impl ExcludedBox {
-    /// The exclusion of `prop` with the witness `x`: the float class changes at `x`, or even
-    /// the widest integer network disagrees with the float one there.
+    /// The exclusion of `prop` with the witness `x`: the float class changes at `x` (top-1
+    /// equivalence only: under ε-equivalence the class plays no part), or even the widest
+    /// integer network disagrees with the float one there.
     pub(crate) fn new(
         net: &Network,
         options: &VerifyOptions,
@@ -198,7 +199,9 @@ impl ExcludedBox {
             centre_class,
             witness_class,
             witness: x.iter().map(|v| *v as f32).collect(),
-            reason: if witness_class != centre_class {
+            reason: if options.equivalence == verify::Equivalence::Top1
+                && witness_class != centre_class
+            {
                 ExclusionReason::FloatBoundary
             } else {
                 ExclusionReason::WidestDisagrees
@@ -323,5 +326,45 @@ impl FoundCounterexample {
             float_class: ce.float_class,
             quantized_class: ce.quantized_class,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Under ε-equivalence a box is excluded only because even 16 bits deviate by more than ε
+    /// at the witness, whatever the float classes there (ACAS Xu 1_1 box 8.5 was reported as
+    /// crossed by the float decision boundary).
+    #[test]
+    fn the_exclusion_reason_follows_the_equivalence() {
+        let model =
+            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris_mlp.onnx");
+        let net = crate::onnx_import::import_path(&model).unwrap();
+        let prop = Property {
+            id: "b".into(),
+            lower: vec![0.0; 4],
+            upper: vec![1.0; 4],
+            x: vec![0.0; 4],
+            y: None,
+            ball_size: None,
+        };
+        // A corner of another float class than the centre.
+        let witness = [
+            vec![1.0; 4],
+            vec![0.0, 1.0, 0.0, 1.0],
+            vec![1.0, 0.0, 1.0, 0.0],
+        ]
+        .into_iter()
+        .find(|x| net.classify(x) != net.classify(&prop.x))
+        .expect("the unit box spans two iris classes");
+        let top1 = VerifyOptions::default();
+        let epsilon = VerifyOptions {
+            equivalence: verify::Equivalence::Epsilon(0.05),
+            ..VerifyOptions::default()
+        };
+        let reason = |options| ExcludedBox::new(&net, options, &prop, &witness).reason;
+        assert_eq!(reason(&top1), ExclusionReason::FloatBoundary);
+        assert_eq!(reason(&epsilon), ExclusionReason::WidestDisagrees);
     }
 }

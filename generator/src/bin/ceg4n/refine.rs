@@ -7,6 +7,7 @@ use anyhow::{bail, Result};
 
 use crate::args::{RefineArgs, SearchArg};
 use ceg4n::quantize::QuantConfig;
+use ceg4n::refine::ExclusionReason;
 use ceg4n::report::RefineReport;
 
 #[allow(clippy::too_many_arguments)]
@@ -183,18 +184,15 @@ pub(crate) fn print_refine_summary(r: &RefineReport) {
         );
     }
     if !r.excluded.is_empty() {
-        let crossed: Vec<&str> = r
-            .excluded
-            .iter()
-            .filter(|e| e.witness_class != e.centre_class)
-            .map(|e| e.id.as_str())
-            .collect();
-        let finer: Vec<&str> = r
-            .excluded
-            .iter()
-            .filter(|e| e.witness_class == e.centre_class)
-            .map(|e| e.id.as_str())
-            .collect();
+        let excluded_for = |reason: ExclusionReason| -> Vec<&str> {
+            r.excluded
+                .iter()
+                .filter(|e| e.reason == reason)
+                .map(|e| e.id.as_str())
+                .collect()
+        };
+        let crossed = excluded_for(ExclusionReason::FloatBoundary);
+        let finer = excluded_for(ExclusionReason::WidestDisagrees);
         if !crossed.is_empty() {
             println!(
                 "excluded {} box(es) the float decision boundary crosses (no quantized network can be equivalent there): {}",
@@ -204,7 +202,7 @@ pub(crate) fn print_refine_summary(r: &RefineReport) {
         }
         if !finer.is_empty() {
             println!(
-                "excluded {} box(es) where even 16-bit integer networks disagree with the float one (margin below 16-bit resolution): {}",
+                "excluded {} box(es) where even 16-bit integer networks disagree with the float one (a margin, or ε, below 16-bit resolution): {}",
                 finer.len(),
                 finer.join(", ")
             );
