@@ -395,14 +395,28 @@ pub fn render(report: &RefineReport) -> Result<String> {
             e.witness
         );
     }
-    html.push_str(
-        "</table><h2>What is guaranteed</h2><p>For every input in a proved box, the generated \
-         integer code picks the class the float network picks in exact real arithmetic over its \
-         f32 weights (ties to the lowest index). Nothing is claimed outside the boxes; the float \
-         network evaluated in f32 can differ from real arithmetic within ~1e-6 of a decision \
-         boundary.</p></body></html>\n",
-    );
+    html.push_str("</table><h2>What is guaranteed</h2><p>");
+    html.push_str(&guarantee(report.epsilon));
+    html.push_str("</p></body></html>\n");
     Ok(html)
+}
+
+/// What a proved box means, for the property the report's boxes were proved for.
+fn guarantee(epsilon: Option<f64>) -> String {
+    let property = match epsilon {
+        None => "the generated integer code picks the class the float network picks in exact \
+                 real arithmetic over its f32 weights (ties to the lowest index)"
+            .to_string(),
+        Some(eps) => format!(
+            "every dequantized logit of the generated integer code lies within {eps} of the \
+             float network's logit in exact real arithmetic over its f32 weights (the classes \
+             they pick can differ where two float logits lie within 2 x {eps} of each other)"
+        ),
+    };
+    format!(
+        "For every input in a proved box, {property}. Nothing is claimed outside the boxes; the \
+         float network evaluated in f32 can differ from real arithmetic by ~1e-6."
+    )
 }
 
 /// Writes `report.html` into `dir` (via a temporary file and a rename).
@@ -413,4 +427,22 @@ pub fn write(report: &RefineReport, dir: &std::path::Path) -> Result<std::path::
     std::fs::write(&tmp, html)?;
     std::fs::rename(&tmp, &path)?;
     Ok(path)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::guarantee;
+
+    /// The page states the property that was proved: under ε-equivalence the classes are not
+    /// claimed equal.
+    #[test]
+    fn the_guarantee_names_the_proved_property() {
+        assert!(guarantee(None).contains("picks the class the float network picks"));
+        let eps = guarantee(Some(0.05));
+        assert!(eps.contains("within 0.05"), "{eps}");
+        assert!(
+            !eps.contains("picks the class the float network picks"),
+            "{eps}"
+        );
+    }
 }
