@@ -338,9 +338,8 @@ mod tests {
     /// crossed by the float decision boundary).
     #[test]
     fn the_exclusion_reason_follows_the_equivalence() {
-        let model =
-            std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../models/iris_mlp.onnx");
-        let net = crate::onnx_import::import_path(&model).unwrap();
+        let net = crate::onnx_import::import_bytes(include_bytes!("../../../models/iris_mlp.onnx"))
+            .unwrap();
         let prop = Property {
             id: "b".into(),
             lower: vec![0.0; 4],
