@@ -107,14 +107,6 @@ impl Comparison<'_> {
                 }
             })
             .collect();
-        if p32
-            .iter()
-            .zip(lower)
-            .zip(upper)
-            .any(|((v, l), u)| v < l || v > u)
-        {
-            return None;
-        }
         // Cheap check on the host models first; tract runs only in the replay of a hit.
         if !self.violates(&p32) {
             return None;
@@ -214,7 +206,7 @@ pub(crate) fn float_margin_descent(
                 .enumerate()
                 .map(|(i, (v, gi))| {
                     let moved = v + step * (upper[i] - lower[i]) * gi.signum();
-                    (moved as f32 as f64).max(lower[i]).min(upper[i])
+                    f32_within(moved, lower[i], upper[i])
                 })
                 .collect();
             let f = net.logits(&x);
@@ -304,12 +296,9 @@ impl LocalSearch<'_> {
         x.iter()
             .zip(self.lower)
             .zip(self.upper)
-            .map(|((v, l), u)| {
-                let v = match self.points {
-                    Points::Reals => *v,
-                    Points::F32 => *v as f32 as f64,
-                };
-                v.max(*l).min(*u)
+            .map(|((v, l), u)| match self.points {
+                Points::Reals => v.max(*l).min(*u),
+                Points::F32 => f32_within(*v, *l, *u),
             })
             .collect()
     }

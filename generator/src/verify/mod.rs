@@ -139,6 +139,11 @@ fn expected_encoding_cost(net: &Network) -> std::time::Duration {
     std::time::Duration::from_secs_f64(net.param_count() as f64 * ENCODING_SECONDS_PER_PARAMETER)
 }
 
+/// `v` rounded to f32 (the input type a model reads), then kept within `[lower, upper]`.
+fn f32_within(v: f64, lower: f64, upper: f64) -> f64 {
+    (v as f32 as f64).max(lower).min(upper)
+}
+
 fn midpoint(lower: &[f64], upper: &[f64]) -> Vec<f64> {
     lower
         .iter()

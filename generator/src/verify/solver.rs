@@ -225,7 +225,7 @@ pub(crate) fn solve(
                     w.iter()
                         .zip(lower)
                         .zip(upper)
-                        .map(|((v, l), u)| (*v as f32 as f64).max(*l).min(*u))
+                        .map(|((v, l), u)| super::f32_within(*v, *l, *u))
                         .collect(),
                 ),
                 None => Answer::Unknown("solver returned no model".into()),
