@@ -29,10 +29,11 @@ impl Network {
                 .into_iter()
                 .zip(&layer.bias)
                 .map(|(row, b)| {
-                    let acc = row
-                        .iter()
-                        .zip(&x)
-                        .fold(*b as f64, |acc, (w, v)| acc + *w as f64 * v);
+                    let acc = f64::from(*b)
+                        + match row.as_slice() {
+                            Some(w) => dot(w, &x),
+                            None => row.iter().zip(&x).map(|(w, v)| f64::from(*w) * v).sum(),
+                        };
                     match layer.activation {
                         Activation::None => acc,
                         Activation::Relu => acc.max(0.0),
@@ -49,4 +50,28 @@ impl Network {
     pub fn classify(&self, input: &[f64]) -> usize {
         ceg4n_runtime::argmax(&self.logits(input))
     }
+}
+
+/// Lanes of [`dot`]'s independent partial sums.
+const LANES: usize = 8;
+
+/// `w · x` in f64 over `LANES` independent partial sums: one running sum is a chain of
+/// dependent additions the compiler may not reorder, and on 784-input layers this forward pass
+/// was what the falsifier spent its time in. The result differs from the sequential sum only
+/// by f64 rounding.
+fn dot(w: &[f32], x: &[f64]) -> f64 {
+    let mut lanes = [0.0f64; LANES];
+    let (w_chunks, x_chunks) = (w.chunks_exact(LANES), x.chunks_exact(LANES));
+    let tail: f64 = w_chunks
+        .remainder()
+        .iter()
+        .zip(x_chunks.remainder())
+        .map(|(a, b)| f64::from(*a) * b)
+        .sum();
+    for (wc, xc) in w_chunks.zip(x_chunks) {
+        for ((lane, a), b) in lanes.iter_mut().zip(wc).zip(xc) {
+            *lane += f64::from(*a) * b;
+        }
+    }
+    lanes.iter().sum::<f64>() + tail
 }
