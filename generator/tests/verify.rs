@@ -5,7 +5,7 @@ mod common;
 
 use ceg4n::data::{load_properties, Property};
 use ceg4n::int_model::IntNetwork;
-use ceg4n::ir::Network;
+use ceg4n::ir::{Activation, Network};
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig};
 use ceg4n::verify::bounds::{float_bounds, int_bounds};
@@ -533,6 +533,97 @@ fn linear_bounds_hold_on_every_sampled_point() {
             assert!(value <= bound, "trial {trial}: {value} > {bound} at {x:?}");
         }
     }
+}
+
+/// A branch's bounds are sound: after fixing up to three unstable ReLUs to random phases one
+/// after the other (each part re-bounded from its parent's bounds, only its unstable neurons
+/// tightened), every sampled point of the box whose neurons have those phases lies within
+/// every neuron's bounds of the part.
+#[test]
+fn a_branchs_bounds_hold_on_every_sampled_point_of_its_part() {
+    use ceg4n::verify::bounds::{FixedPhase, Phase};
+    let mut rng = rng(0xB0B);
+    let mut checked = 0;
+    for trial in 0..40 {
+        let mut net = random_network(&mut rng, &[6, 9, 8, 7, 3]);
+        net.input_ops = standardising_ops(6);
+        let (_, lower, upper) = random_box(&mut rng, 6, 0.05..0.6);
+        let mut fb = float_bounds(&net, &lower, &upper);
+        let mut fixed: Vec<FixedPhase> = Vec::new();
+        for _ in 0..3 {
+            let unstable: Vec<(usize, usize)> = (0..net.layers.len() - 1)
+                .flat_map(|l| (0..fb.pre[l].len()).map(move |o| (l, o)))
+                .filter(|(l, o)| fb.pre[*l][*o].lo < 0.0 && fb.pre[*l][*o].hi > 0.0)
+                .collect();
+            let Some(&(layer, neuron)) = unstable.get(rng.random_range(0..unstable.len().max(1)))
+            else {
+                break;
+            };
+            let phase = if rng.random_bool(0.5) {
+                Phase::Active
+            } else {
+                Phase::Inactive
+            };
+            let new = FixedPhase {
+                layer,
+                neuron,
+                phase,
+            };
+            fixed.push(new);
+            match fb.with_phase(&net, &fixed, new) {
+                Some(part) => fb = part,
+                None => break,
+            }
+        }
+        for _ in 0..3000 {
+            let x = random_point(&mut rng, &lower, &upper);
+            let mut h = net.preprocess(&x);
+            let mut pre = Vec::new();
+            for layer in &net.layers {
+                let z: Vec<f64> = layer
+                    .weights
+                    .rows()
+                    .into_iter()
+                    .zip(&layer.bias)
+                    .map(|(row, b)| {
+                        row.iter()
+                            .zip(&h)
+                            .map(|(w, v)| f64::from(*w) * v)
+                            .sum::<f64>()
+                            + f64::from(*b)
+                    })
+                    .collect();
+                h = match layer.activation {
+                    Activation::Relu => z.iter().map(|v| v.max(0.0)).collect(),
+                    Activation::None => z.clone(),
+                };
+                pre.push(z);
+            }
+            let in_part = fixed.iter().all(|f| match f.phase {
+                Phase::Active => pre[f.layer][f.neuron] >= 0.0,
+                Phase::Inactive => pre[f.layer][f.neuron] <= 0.0,
+            });
+            if !in_part {
+                continue;
+            }
+            checked += 1;
+            for (l, layer) in pre.iter().enumerate() {
+                for (o, z) in layer.iter().enumerate() {
+                    let b = fb.pre[l][o];
+                    assert!(
+                        b.lo <= *z && *z <= b.hi,
+                        "trial {trial}: neuron {l}.{o} = {z} outside [{}, {}] with {fixed:?}",
+                        b.lo,
+                        b.hi
+                    );
+                }
+            }
+        }
+    }
+    assert!(
+        checked > 5_000,
+        "only {checked} sampled points were in their parts"
+    );
 }
 
 /// The integer network's back-substitution bound is sound: on random networks quantized at

@@ -8,6 +8,8 @@ use ndarray::Array2;
 use crate::int_model::{Bias, IntNetwork, LayerOutput};
 use crate::ir::{Activation, Network};
 
+pub use super::int_symbolic::int_linear_upper_bound;
+
 /// A closed interval.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Interval<T> {
@@ -90,7 +92,7 @@ pub fn float_bounds(net: &Network, lower: &[f64], upper: &[f64]) -> FloatBounds 
         pre: Vec::new(),
         post: Vec::new(),
     };
-    fb.extend(net, &[]).expect("no phase is fixed");
+    fb.extend(net, &[], None).expect("no phase is fixed");
     fb
 }
 
@@ -133,8 +135,19 @@ impl FixedPhase {
 
 impl FloatBounds {
     /// Computes the layers after the ones already bounded (all of them when none is), each
-    /// neuron of `fixed` clipped to its phase; `None` when that leaves a neuron no range.
-    pub(crate) fn extend(&mut self, net: &Network, fixed: &[FixedPhase]) -> Option<()> {
+    /// neuron of `fixed` clipped to its phase; `None` when that leaves a neuron no range. With
+    /// `parent`, the bounds of a box these bounds' box lies in, each neuron's interval is
+    /// intersected with the parent's and only the neurons a bound's relaxations read (unstable
+    /// ReLUs) and the outputs are tightened by back-substitution: a stable ReLU is relaxed
+    /// exactly whatever its range, and a branch and bound's parts are mostly stable neurons
+    /// (on digits28, 784-256-256, re-bounding the second layer after a split in the first
+    /// is most of a part's cost).
+    pub(crate) fn extend(
+        &mut self,
+        net: &Network,
+        fixed: &[FixedPhase],
+        parent: Option<&FloatBounds>,
+    ) -> Option<()> {
         for (l, layer) in net.layers.iter().enumerate().skip(self.pre.len()) {
             let prev = self.post.last().unwrap_or(&self.input);
             let z: Vec<Interval<f64>> = layer
@@ -153,28 +166,48 @@ impl FloatBounds {
                     widen(Interval { lo, hi })
                 })
                 .collect();
-            // Each neuron's linear bounds in the input (rows 0..n from above, n..2n from below)
-            // when back-substituted; on the first layer, its weights.
-            let (mut z, coef) = if self.pre.is_empty() {
+            let z = match parent {
+                Some(p) => z
+                    .iter()
+                    .zip(&p.pre[l])
+                    .map(|(a, b)| {
+                        let (lo, hi) = (a.lo.max(b.lo), a.hi.min(b.hi));
+                        (lo <= hi).then_some(Interval { lo, hi })
+                    })
+                    .collect::<Option<Vec<_>>>()?,
+                None => z,
+            };
+            let last = l + 1 == net.layers.len();
+            let relu = layer.activation == Activation::Relu;
+            let tightened: Vec<usize> = (0..z.len())
+                .filter(|o| parent.is_none() || last || (relu && z[*o].lo < 0.0 && z[*o].hi > 0.0))
+                .collect();
+            // The tightened neurons' linear bounds in the input (row r from above, r + k from
+            // below, for `tightened[r]` of `k`) when back-substituted; on the first layer, the
+            // weights.
+            let (mut z, coef) = if self.pre.is_empty() || tightened.is_empty() {
                 (z, None)
             } else {
-                let (z, coef) = tighten_by_back_substitution(net, &self.input, &self.pre, z);
+                let (z, coef) =
+                    tighten_by_back_substitution(net, &self.input, &self.pre, z, &tightened);
                 (z, Some(coef))
             };
             for f in fixed.iter().filter(|f| f.layer == l) {
                 z[f.neuron] = f.clip(z[f.neuron])?;
             }
             if layer.activation == Activation::Relu {
-                let n = z.len();
+                let k = tightened.len();
                 for (o, zo) in z
                     .iter()
                     .enumerate()
                     .filter(|(_, z)| z.lo < 0.0 && z.hi > 0.0)
                 {
                     let height = relaxation_height(*zo);
+                    // Every unstable neuron was tightened: `r` is its row.
+                    let r = tightened.binary_search(&o).unwrap_or_default();
                     for (i, x) in self.input.iter().enumerate() {
                         let a = match &coef {
-                            Some(c) => c[[o, i]].abs() + c[[o + n, i]].abs(),
+                            Some(c) => c[[r, i]].abs() + c[[r + k, i]].abs(),
                             None => 2.0 * f64::from(layer.weights[[o, i]]).abs(),
                         };
                         self.influence[i] += height * a * (x.hi - x.lo);
@@ -192,7 +225,7 @@ impl FloatBounds {
     /// phases, given these bounds for `fixed` alone: `new`'s range is clipped at zero and the
     /// layers above it recomputed (their relaxations then treat it as linear or zero). Valid
     /// for the network on that part; `None` when the bounds show the part is empty.
-    pub(crate) fn with_phase(
+    pub fn with_phase(
         &self,
         net: &Network,
         fixed: &[FixedPhase],
@@ -208,7 +241,7 @@ impl FloatBounds {
         let z = new.clip(fb.pre[l][new.neuron])?;
         fb.pre[l][new.neuron] = z;
         fb.post[l][new.neuron] = activate(net.layers[l].activation, z);
-        fb.extend(net, fixed)?;
+        fb.extend(net, fixed, Some(self))?;
         Some(fb)
     }
 }
@@ -223,43 +256,53 @@ fn activate(activation: Activation, z: Interval<f64>) -> Interval<f64> {
     }
 }
 
-/// The pre-activation bounds `z` of layer `pre.len()` tightened neuron by neuron by
+/// The pre-activation bounds `z` of layer `pre.len()`, the neurons `tightened` tightened by
 /// back-substitution through the layers below (DeepPoly-style intermediate bounds): deep
 /// layers' intervals otherwise grow with every layer's cancellations ignored. Also returns the
-/// linear bounds' coefficients on the input (rows 0..n: `z` from above, n..2n: `-z` from above).
+/// linear bounds' coefficients on the input (row `r`: `z` of neuron `tightened[r]` from above,
+/// row `r + k`: its `-z` from above, `k` neurons tightened).
 fn tighten_by_back_substitution(
     net: &Network,
     input: &[Interval<f64>],
     pre: &[Vec<Interval<f64>>],
-    z: Vec<Interval<f64>>,
+    mut z: Vec<Interval<f64>>,
+    tightened: &[usize],
 ) -> (Vec<Interval<f64>>, Array2<f64>) {
-    let top = pre.len();
-    let n = z.len();
-    let c = both_directions(n);
-    let forms = float_linear_forms(net, pre, top, c, false, LowerRelaxation::ByRange, None);
+    let k = tightened.len();
+    let c = directions_of(z.len(), tightened);
+    let forms = float_linear_forms(
+        net,
+        pre,
+        pre.len(),
+        c,
+        false,
+        LowerRelaxation::ByRange,
+        None,
+    );
     let bound = forms.upper_bounds(input);
-    let z = z
-        .into_iter()
-        .enumerate()
-        .map(|(o, i)| Interval {
-            lo: i.lo.max(-bound[o + n]),
-            hi: i.hi.min(bound[o]),
-        })
-        .collect();
+    for (r, o) in tightened.iter().enumerate() {
+        z[*o] = Interval {
+            lo: z[*o].lo.max(-bound[r + k]),
+            hi: z[*o].hi.min(bound[r]),
+        };
+    }
     (z, forms.coef)
 }
 
 /// The rows `e_0 .. e_(n-1)` then `-e_0 .. -e_(n-1)`: back-substituted, they bound `n`
 /// quantities from above and from below at once.
 pub(crate) fn both_directions(n: usize) -> Array2<f64> {
-    Array2::from_shape_fn((2 * n, n), |(r, o)| {
-        if r == o {
-            1.0
-        } else if r == o + n {
-            -1.0
-        } else {
-            0.0
-        }
+    directions_of(n, &(0..n).collect::<Vec<_>>())
+}
+
+/// [`both_directions`] for the quantities `selected` of `n` only: row `r` is
+/// `e_(selected[r])`, row `r + k` its negation (`k` selected).
+fn directions_of(n: usize, selected: &[usize]) -> Array2<f64> {
+    let k = selected.len();
+    Array2::from_shape_fn((2 * k, n), |(r, o)| match selected.get(r % k.max(1)) {
+        Some(s) if *s == o && r < k => 1.0,
+        Some(s) if *s == o => -1.0,
+        _ => 0.0,
     })
 }
 
@@ -648,86 +691,4 @@ pub(crate) fn float_linear_forms(
         constant,
         magnitude,
     }
-}
-
-/// A sound upper bound of `c · acc_L` (the integer network's logits) over the box `ib` was
-/// computed on, by back-substitution as [`float_linear_upper_bound`]: each saturation
-/// `clamp(y, lo, hi)` is replaced by its chord above or below (the hull the encoding's cuts
-/// also use), each rounding `y = floor(acc * M / 2^S + 1/2)` by `acc * M / 2^S ± 1/2`, down to
-/// the quantized input, bounded by its box. Never looser than intervals.
-pub fn int_linear_upper_bound(net: &IntNetwork, ib: &IntBounds, c: &[f64]) -> f64 {
-    let mut coef: Vec<f64> = c.to_vec();
-    let mut constant = 0.0f64;
-    let mut magnitude = 0.0f64;
-    for (l, layer) in net.layers.iter().enumerate().rev() {
-        // acc_l = b + W in_l.
-        for (a, b) in coef.iter().zip(bias_i64(&layer.bias)) {
-            constant += a * b as f64;
-            magnitude += (a * b as f64).abs();
-        }
-        let n = layer.inputs.max(1);
-        let mut below = vec![0.0f64; layer.inputs];
-        for (a, row) in coef.iter().zip(layer.weights.chunks(n)) {
-            if *a == 0.0 {
-                continue;
-            }
-            for (acc, w) in below.iter_mut().zip(row) {
-                *acc += a * f64::from(*w);
-            }
-        }
-        coef = below;
-        if l == 0 {
-            break;
-        }
-        // in_l = clamp(floor(acc_{l-1} * r + 1/2), lo, hi), per output of layer l-1.
-        let previous = &net.layers[l - 1];
-        let LayerOutput::Activations { range, requant, .. } = &previous.output else {
-            return f64::INFINITY;
-        };
-        let (lo, hi) = (f64::from(range.min), f64::from(range.max));
-        for (o, a) in coef.iter_mut().enumerate() {
-            let y = ib.requant[l - 1][o];
-            let (yl, yh) = (y.lo as f64, y.hi as f64);
-            let out = ib.out[l - 1][o];
-            let (hl, hh) = (out.lo as f64, out.hi as f64);
-            // in <= / >= slope * y + offset, the chord chosen for the coefficient's sign.
-            let (slope, offset) = if hl == hh {
-                (0.0, hl)
-            } else if yl >= lo && yh <= hi {
-                (1.0, 0.0)
-            } else if *a >= 0.0 {
-                // Above: the chord from (yl, hl) to (min(hi, yh), hh).
-                let s = (hh - hl) / (hi.min(yh) - yl);
-                (s, hl - s * yl)
-            } else {
-                // Below: the chord from (max(lo, yl), hl) to (yh, hh).
-                let s = (hh - hl) / (yh - lo.max(yl));
-                (s, hl - s * lo.max(yl))
-            };
-            constant += *a * offset;
-            magnitude += (*a * offset).abs();
-            let on_y = *a * slope;
-            // y <= acc * r + 1/2 and y >= acc * r - 1/2: |on_y| / 2 covers either sign.
-            constant += on_y.abs() * 0.5;
-            let step = step_of(requant, o);
-            let r = f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
-            *a = on_y * r;
-        }
-    }
-    let mut bound = constant;
-    for (a, q) in coef.iter().zip(&ib.input) {
-        let term = (a * q.lo as f64).max(a * q.hi as f64);
-        bound += term;
-        magnitude += term.abs() + (a * q.lo as f64).abs();
-    }
-    let linear = bound + 1e-9 * (1.0 + magnitude);
-    let Some(last) = ib.acc.last() else {
-        return linear;
-    };
-    let interval: f64 = c
-        .iter()
-        .zip(last)
-        .map(|(a, i)| (a * i.lo as f64).max(a * i.hi as f64))
-        .sum();
-    linear.min(interval)
 }

@@ -181,7 +181,14 @@ fn lagrangian_bound(
     let mut stalled = 0;
     for _ in 0..=DUAL_STEPS {
         // The Lagrangian is linear in x: each coordinate at its box end.
-        let coef: Array1<f64> = &objective.coef.row(0) + &constraints.coef.t().dot(&beta);
+        // Row by row (`axpy`), skipping zero multipliers: the product with the transposed
+        // constraint matrix went through ndarray's strided fallback, half of a part's cost.
+        let mut coef: Array1<f64> = objective.coef.row(0).to_owned();
+        for (b, row) in beta.iter().zip(constraints.coef.rows()) {
+            if *b != 0.0 {
+                coef.scaled_add(*b, &row);
+            }
+        }
         let constant = objective.constant[0] + beta.dot(&constants);
         let magnitude = objective.magnitude[0] + beta.dot(&magnitudes);
         let lagrangian = LinearForms {

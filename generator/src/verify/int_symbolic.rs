@@ -189,3 +189,85 @@ mod tests {
         }
     }
 }
+
+/// A sound upper bound of `c · acc_L` (the integer network's logits) over the box `ib` was
+/// computed on, by back-substitution as [`float_linear_upper_bound`]: each saturation
+/// `clamp(y, lo, hi)` is replaced by its chord above or below (the hull the encoding's cuts
+/// also use), each rounding `y = floor(acc * M / 2^S + 1/2)` by `acc * M / 2^S ± 1/2`, down to
+/// the quantized input, bounded by its box. Never looser than intervals.
+pub fn int_linear_upper_bound(net: &IntNetwork, ib: &IntBounds, c: &[f64]) -> f64 {
+    let mut coef: Vec<f64> = c.to_vec();
+    let mut constant = 0.0f64;
+    let mut magnitude = 0.0f64;
+    for (l, layer) in net.layers.iter().enumerate().rev() {
+        // acc_l = b + W in_l.
+        for (a, b) in coef.iter().zip(bias_i64(&layer.bias)) {
+            constant += a * b as f64;
+            magnitude += (a * b as f64).abs();
+        }
+        let n = layer.inputs.max(1);
+        let mut below = vec![0.0f64; layer.inputs];
+        for (a, row) in coef.iter().zip(layer.weights.chunks(n)) {
+            if *a == 0.0 {
+                continue;
+            }
+            for (acc, w) in below.iter_mut().zip(row) {
+                *acc += a * f64::from(*w);
+            }
+        }
+        coef = below;
+        if l == 0 {
+            break;
+        }
+        // in_l = clamp(floor(acc_{l-1} * r + 1/2), lo, hi), per output of layer l-1.
+        let previous = &net.layers[l - 1];
+        let LayerOutput::Activations { range, requant, .. } = &previous.output else {
+            return f64::INFINITY;
+        };
+        let (lo, hi) = (f64::from(range.min), f64::from(range.max));
+        for (o, a) in coef.iter_mut().enumerate() {
+            let y = ib.requant[l - 1][o];
+            let (yl, yh) = (y.lo as f64, y.hi as f64);
+            let out = ib.out[l - 1][o];
+            let (hl, hh) = (out.lo as f64, out.hi as f64);
+            // in <= / >= slope * y + offset, the chord chosen for the coefficient's sign.
+            let (slope, offset) = if hl == hh {
+                (0.0, hl)
+            } else if yl >= lo && yh <= hi {
+                (1.0, 0.0)
+            } else if *a >= 0.0 {
+                // Above: the chord from (yl, hl) to (min(hi, yh), hh).
+                let s = (hh - hl) / (hi.min(yh) - yl);
+                (s, hl - s * yl)
+            } else {
+                // Below: the chord from (max(lo, yl), hl) to (yh, hh).
+                let s = (hh - hl) / (yh - lo.max(yl));
+                (s, hl - s * lo.max(yl))
+            };
+            constant += *a * offset;
+            magnitude += (*a * offset).abs();
+            let on_y = *a * slope;
+            // y <= acc * r + 1/2 and y >= acc * r - 1/2: |on_y| / 2 covers either sign.
+            constant += on_y.abs() * 0.5;
+            let step = step_of(requant, o);
+            let r = f64::from(step.multiplier) / 2f64.powi(i32::from(step.shift.min(62)));
+            *a = on_y * r;
+        }
+    }
+    let mut bound = constant;
+    for (a, q) in coef.iter().zip(&ib.input) {
+        let term = (a * q.lo as f64).max(a * q.hi as f64);
+        bound += term;
+        magnitude += term.abs() + (a * q.lo as f64).abs();
+    }
+    let linear = bound + 1e-9 * (1.0 + magnitude);
+    let Some(last) = ib.acc.last() else {
+        return linear;
+    };
+    let interval: f64 = c
+        .iter()
+        .zip(last)
+        .map(|(a, i)| (a * i.lo as f64).max(a * i.hi as f64))
+        .sum();
+    linear.min(interval)
+}
