@@ -151,45 +151,6 @@ pub fn symbolic_logit_differences(int: &IntNetwork, ib: &IntBounds) -> Option<Ve
     Some(by_pair(&bounds, classes))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::clamp_relaxation;
-
-    /// Every relaxation holds on a grid of its range, for every noise value.
-    #[test]
-    fn clamp_relaxations_hold_on_their_range() {
-        let cases = [
-            (-3.0, 5.0),
-            (-3.0, -1.0),
-            (0.5, 0.9),
-            (0.2, 7.0),
-            (-2.0, 0.5),
-            (2.5, 6.0),
-            (-0.1, 0.1),
-        ];
-        for (ul, uh) in cases {
-            for (el, eh) in [(0.0, 0.0), (-0.05, 0.05), (-0.3, 0.1)] {
-                let r = clamp_relaxation(ul, uh, el, eh, 0.0, 2.0);
-                for i in 0..=100 {
-                    let u = ul + (uh - ul) * f64::from(i) / 100.0;
-                    for t in 0..=10 {
-                        let e = el + (eh - el) * f64::from(t) / 10.0;
-                        let h = (u + e).clamp(0.0, 2.0);
-                        let (lower, upper) = (
-                            r.lower_slope * u + r.lower_offset,
-                            r.upper_slope * u + r.upper_offset,
-                        );
-                        assert!(
-                            lower <= h + 1e-12 && h <= upper + 1e-12,
-                            "u {u} e {e}: {h} outside [{lower}, {upper}] ({ul}, {uh}, {el}, {eh})"
-                        );
-                    }
-                }
-            }
-        }
-    }
-}
-
 /// A sound upper bound of `c · acc_L` (the integer network's logits) over the box `ib` was
 /// computed on, by back-substitution as [`float_linear_upper_bound`]: each saturation
 /// `clamp(y, lo, hi)` is replaced by its chord above or below (the hull the encoding's cuts
@@ -270,4 +231,43 @@ pub fn int_linear_upper_bound(net: &IntNetwork, ib: &IntBounds, c: &[f64]) -> f6
         .map(|(a, i)| (a * i.lo as f64).max(a * i.hi as f64))
         .sum();
     linear.min(interval)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clamp_relaxation;
+
+    /// Every relaxation holds on a grid of its range, for every noise value.
+    #[test]
+    fn clamp_relaxations_hold_on_their_range() {
+        let cases = [
+            (-3.0, 5.0),
+            (-3.0, -1.0),
+            (0.5, 0.9),
+            (0.2, 7.0),
+            (-2.0, 0.5),
+            (2.5, 6.0),
+            (-0.1, 0.1),
+        ];
+        for (ul, uh) in cases {
+            for (el, eh) in [(0.0, 0.0), (-0.05, 0.05), (-0.3, 0.1)] {
+                let r = clamp_relaxation(ul, uh, el, eh, 0.0, 2.0);
+                for i in 0..=100 {
+                    let u = ul + (uh - ul) * f64::from(i) / 100.0;
+                    for t in 0..=10 {
+                        let e = el + (eh - el) * f64::from(t) / 10.0;
+                        let h = (u + e).clamp(0.0, 2.0);
+                        let (lower, upper) = (
+                            r.lower_slope * u + r.lower_offset,
+                            r.upper_slope * u + r.upper_offset,
+                        );
+                        assert!(
+                            lower <= h + 1e-12 && h <= upper + 1e-12,
+                            "u {u} e {e}: {h} outside [{lower}, {upper}] ({ul}, {uh}, {el}, {eh})"
+                        );
+                    }
+                }
+            }
+        }
+    }
 }
