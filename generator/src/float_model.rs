@@ -20,30 +20,47 @@ impl Network {
 
     /// The output of every layer (after its activation), input side first.
     pub fn layer_outputs(&self, input: &[f64]) -> Vec<Vec<f64>> {
+        self.layer_values(input)
+            .into_iter()
+            .map(|(_, h)| h)
+            .collect()
+    }
+
+    /// Every layer's pre-activations `z = W h + b` (what the verifier's bounds and ReLU
+    /// phases are about), input side first.
+    pub fn pre_activations(&self, input: &[f64]) -> Vec<Vec<f64>> {
+        self.layer_values(input)
+            .into_iter()
+            .map(|(z, _)| z)
+            .collect()
+    }
+
+    /// Per layer, its pre-activations and its output.
+    fn layer_values(&self, input: &[f64]) -> Vec<(Vec<f64>, Vec<f64>)> {
         let mut x = self.preprocess(input);
-        let mut outputs = Vec::with_capacity(self.layers.len());
+        let mut values = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
-            let y: Vec<f64> = layer
+            let z: Vec<f64> = layer
                 .weights
                 .rows()
                 .into_iter()
                 .zip(&layer.bias)
                 .map(|(row, b)| {
-                    let acc = f64::from(*b)
+                    f64::from(*b)
                         + match row.as_slice() {
                             Some(w) => dot(w, &x),
                             None => row.iter().zip(&x).map(|(w, v)| f64::from(*w) * v).sum(),
-                        };
-                    match layer.activation {
-                        Activation::None => acc,
-                        Activation::Relu => acc.max(0.0),
-                    }
+                        }
                 })
                 .collect();
-            outputs.push(y.clone());
-            x = y;
+            let h: Vec<f64> = match layer.activation {
+                Activation::None => z.clone(),
+                Activation::Relu => z.iter().map(|v| v.max(0.0)).collect(),
+            };
+            x = h.clone();
+            values.push((z, h));
         }
-        outputs
+        values
     }
 
     /// The predicted class: argmax of the logits, the lowest index winning ties.

@@ -5,7 +5,7 @@ mod common;
 
 use ceg4n::data::{load_properties, Property};
 use ceg4n::int_model::IntNetwork;
-use ceg4n::ir::{Activation, Network};
+use ceg4n::ir::Network;
 use ceg4n::onnx_import::import_path;
 use ceg4n::quantize::{quantize, Calibration, QuantConfig};
 use ceg4n::verify::bounds::{float_bounds, int_bounds};
@@ -577,28 +577,7 @@ fn a_branchs_bounds_hold_on_every_sampled_point_of_its_part() {
         }
         for _ in 0..3000 {
             let x = random_point(&mut rng, &lower, &upper);
-            let mut h = net.preprocess(&x);
-            let mut pre = Vec::new();
-            for layer in &net.layers {
-                let z: Vec<f64> = layer
-                    .weights
-                    .rows()
-                    .into_iter()
-                    .zip(&layer.bias)
-                    .map(|(row, b)| {
-                        row.iter()
-                            .zip(&h)
-                            .map(|(w, v)| f64::from(*w) * v)
-                            .sum::<f64>()
-                            + f64::from(*b)
-                    })
-                    .collect();
-                h = match layer.activation {
-                    Activation::Relu => z.iter().map(|v| v.max(0.0)).collect(),
-                    Activation::None => z.clone(),
-                };
-                pre.push(z);
-            }
+            let pre = net.pre_activations(&x);
             let in_part = fixed.iter().all(|f| match f.phase {
                 Phase::Active => pre[f.layer][f.neuron] >= 0.0,
                 Phase::Inactive => pre[f.layer][f.neuron] <= 0.0,
