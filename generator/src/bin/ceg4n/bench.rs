@@ -131,7 +131,7 @@ fn bench_verify(
     let names = selected_networks(&suite, only)?;
     if !as_json {
         println!(
-            "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>11} {:>9} {:>12} {:>9}",
+            "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9} {:>11} {:>9} {:>11} {:>12} {:>9}",
             "network",
             "bits",
             "boxes",
@@ -141,6 +141,7 @@ fn bench_verify(
             "median_s",
             "proof_med_s",
             "max_s",
+            "max_decided",
             "artifact_med",
             "speedup"
         );
@@ -154,7 +155,7 @@ fn bench_verify(
             } else {
                 let bits: Vec<String> = row.weight_bits.iter().map(|b| b.to_string()).collect();
                 println!(
-                    "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9.4} {:>11} {:>9.3} {:>12} {:>9}",
+                    "{:<30} {:<10} {:>5} {:>6} {:>4} {:>7} {:>9.4} {:>11} {:>9.3} {:>11} {:>12} {:>9}",
                     row.network,
                     bits.join(","),
                     row.boxes,
@@ -165,6 +166,8 @@ fn bench_verify(
                     row.median_proof_seconds
                         .map_or("-".into(), |m| format!("{m:.4}")),
                     row.max_seconds,
+                    row.max_decided_seconds
+                        .map_or("-".into(), |m| format!("{m:.3}")),
                     row.artifact_median_seconds
                         .map_or("-".into(), |m| format!("{m:.1}")),
                     row.speedup_vs_artifact
