@@ -97,6 +97,7 @@ impl<'a> Comparison<'a> {
             id: &prop.id,
             queries: std::cell::Cell::new(0),
             float_constant: std::cell::Cell::new(None),
+            open_float_rivals: std::cell::RefCell::new(None),
             deviation_model: std::cell::OnceCell::new(),
             encoding_cost: std::cell::Cell::new(expected_encoding_cost(self.float)),
         };
@@ -109,7 +110,19 @@ impl<'a> Comparison<'a> {
         match outcome {
             Outcome::Proved => verdict(Status::Proved, queries, None, None),
             Outcome::Counterexample(ce) => verdict(Status::Counterexample, queries, Some(ce), None),
-            Outcome::Unknown(reason) => verdict(Status::Unknown, queries, None, Some(reason)),
+            Outcome::Unknown(reason) => {
+                let reason = match region.open_float_rivals.take() {
+                    Some((k, rivals)) if region.float_constant.get() != Some(k) => {
+                        let rivals: Vec<String> = rivals.iter().map(usize::to_string).collect();
+                        format!(
+                            "{reason}; over the whole box the float network's class {k} was not proved against class(es) {} (branch and bound on its ReLUs left them open, and the solver did not decide them in time)",
+                            rivals.join(", ")
+                        )
+                    }
+                    _ => reason,
+                };
+                verdict(Status::Unknown, queries, None, Some(reason))
+            }
         }
     }
 

@@ -147,6 +147,9 @@ pub(crate) struct Region<'a> {
     pub(crate) queries: std::cell::Cell<usize>,
     /// The class the float network was proved to pick on the whole box, once known.
     pub(crate) float_constant: std::cell::Cell<Option<usize>>,
+    /// The float network's class at the box's centre and the rivals that branch and bound
+    /// left open over the whole box: what an unknown verdict's reason names.
+    pub(crate) open_float_rivals: std::cell::RefCell<Option<(usize, Vec<usize>)>>,
     /// Both networks prepared for differential bounds (integer semantics only), once needed.
     pub(crate) deviation_model: std::cell::OnceCell<Option<differential::DeviationModel>>,
     /// The longest time building one z3 encoding of this box took (before the first, an
@@ -402,6 +405,10 @@ impl Region<'_> {
                     }
                     Branched::Open => open_rivals.push(j),
                 }
+            }
+            if depth == 0 && !open_rivals.is_empty() {
+                self.open_float_rivals
+                    .replace(Some((k, open_rivals.clone())));
             }
             let float_rivals = open_rivals;
             let mut float = None;
