@@ -37,9 +37,11 @@ impl Network {
 
     /// Per layer, its pre-activations and its output.
     fn layer_values(&self, input: &[f64]) -> Vec<(Vec<f64>, Vec<f64>)> {
-        let mut x = self.preprocess(input);
-        let mut values = Vec::with_capacity(self.layers.len());
+        let input = self.preprocess(input);
+        let mut values: Vec<(Vec<f64>, Vec<f64>)> = Vec::with_capacity(self.layers.len());
         for layer in &self.layers {
+            // The previous layer's output, read in place (this runs in every local search).
+            let x = values.last().map_or(&input, |(_, h)| h);
             let z: Vec<f64> = layer
                 .weights
                 .rows()
@@ -48,8 +50,8 @@ impl Network {
                 .map(|(row, b)| {
                     f64::from(*b)
                         + match row.as_slice() {
-                            Some(w) => dot(w, &x),
-                            None => row.iter().zip(&x).map(|(w, v)| f64::from(*w) * v).sum(),
+                            Some(w) => dot(w, x),
+                            None => row.iter().zip(x).map(|(w, v)| f64::from(*w) * v).sum(),
                         }
                 })
                 .collect();
@@ -57,7 +59,6 @@ impl Network {
                 Activation::None => z.clone(),
                 Activation::Relu => z.iter().map(|v| v.max(0.0)).collect(),
             };
-            x = h.clone();
             values.push((z, h));
         }
         values

@@ -550,6 +550,8 @@ fn a_branchs_bounds_hold_on_every_sampled_point_of_its_part() {
         let (_, lower, upper) = random_box(&mut rng, 6, 0.05..0.6);
         let mut fb = float_bounds(&net, &lower, &upper);
         let mut fixed: Vec<FixedPhase> = Vec::new();
+        // Whether the last phase fixed left a part the bounds show to be empty.
+        let mut empty = false;
         for _ in 0..3 {
             let unstable: Vec<(usize, usize)> = (0..net.layers.len() - 1)
                 .flat_map(|l| (0..fb.pre[l].len()).map(move |o| (l, o)))
@@ -572,7 +574,10 @@ fn a_branchs_bounds_hold_on_every_sampled_point_of_its_part() {
             fixed.push(new);
             match fb.with_phase(&net, &fixed, new) {
                 Some(part) => fb = part,
-                None => break,
+                None => {
+                    empty = true;
+                    break;
+                }
             }
         }
         for _ in 0..3000 {
@@ -585,6 +590,11 @@ fn a_branchs_bounds_hold_on_every_sampled_point_of_its_part() {
             if !in_part {
                 continue;
             }
+            // A part declared empty is pruned as if proved: no point may lie in it.
+            assert!(
+                !empty,
+                "trial {trial}: {x:?} lies in a part declared empty: {fixed:?}"
+            );
             checked += 1;
             for (l, layer) in pre.iter().enumerate() {
                 for (o, z) in layer.iter().enumerate() {
