@@ -1043,3 +1043,42 @@ fn saturating_activations_are_found_on_boxes_wider_than_the_calibration() {
         "the search found {searched} of {refuted}"
     );
 }
+
+/// A saturating region can be a sliver of the box that no random sample hits, next to a
+/// larger region where another activation saturates harmlessly: here `h0 = relu(sum x - 2)`
+/// leaves its range (calibrated near the centre) on 0.008% of the box `[-0.5, 0.5]^5`, where
+/// it drives logit 0 off by up to 0.39, while `h1 = relu(0.2 x0 + 0.1)` leaves it on half the
+/// box and moves the logits by at most 0.009. The search climbs each activation from where the
+/// samples put it highest, so it finds the sliver, and the violation there.
+#[test]
+fn the_saturation_search_finds_a_saturating_sliver_of_the_box() {
+    use ceg4n::verify::Equivalence;
+    use ndarray::array;
+    let mut rng = rng(0x511);
+    let mut net = random_network(&mut rng, &[5, 2, 2]);
+    net.layers[0].weights = array![[1.0f32, 1.0, 1.0, 1.0, 1.0], [0.2, 0.0, 0.0, 0.0, 0.0]];
+    net.layers[0].bias = array![-2.0f32, 0.1];
+    net.layers[1].weights = array![[1.0f32, 0.1], [0.0, 0.1]];
+    net.layers[1].bias = array![0.0f32, 0.0];
+    let centre = vec![0.0; 5];
+    let near: Vec<Vec<f64>> = (0..64)
+        .map(|_| random_vector(&mut rng, 5, -0.05, 0.05))
+        .collect();
+    let config = QuantConfig::for_network(&net, &[16], &[16], 16, false, false).unwrap();
+    let int_net = quantize(&net, &config, &Calibration::from_points(&net, &near)).unwrap();
+    let eps = 0.05;
+    let options = VerifyOptions {
+        equivalence: Equivalence::Epsilon(eps),
+        ..VerifyOptions::default()
+    };
+    let (lower, upper) = (vec![-0.5; 5], vec![0.5; 5]);
+    let cmp = Comparison::new(&net, Quantized::Integer(&int_net), &options);
+    assert!(!cmp.violates(&centre), "the centre already violates");
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    let ce = cmp
+        .saturation_search(&lower, &upper, deadline)
+        .expect("the saturating sliver was not found");
+    let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
+    assert!(ce.reproduces_in_f32 && ce.max_abs_diff > eps, "{ce:?}");
+    assert!(x.iter().sum::<f64>() > 2.0, "not in the sliver: {x:?}");
+}

@@ -398,6 +398,18 @@ impl Comparison<'_> {
         start: &[f64],
         until: std::time::Instant,
     ) -> Option<Counterexample> {
+        self.attack_in_steps(lower, upper, start, 0.25, until)
+    }
+
+    /// [`Comparison::attack`] with moves of up to `step` times the box's width at first.
+    fn attack_in_steps(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        start: &[f64],
+        step: f64,
+        until: std::time::Instant,
+    ) -> Option<Counterexample> {
         let (net, quantized, options) = (self.float, self.quantized, self.options);
         let decision = options.decision;
         // Lower is closer to a violation; a violation scores below zero.
@@ -426,7 +438,7 @@ impl Comparison<'_> {
         let moves = LocalSearch {
             lower,
             upper,
-            step: 0.25,
+            step,
             shrink: 0.95,
             until,
             points: Points::Reals,
@@ -481,14 +493,21 @@ impl Comparison<'_> {
 }
 
 impl Comparison<'_> {
-    /// Looks for a disagreement where the integer network saturates: a local search (from the
-    /// box's centre and random points) for the input that drives a float activation furthest
-    /// above its quantized layer's range, then, where one exceeds it, a local search on the
-    /// violation from there. Calibration takes the ranges from sampled points, so a
-    /// box's extreme activations can lie beyond them, and there the clamped activation is
-    /// off by far more than rounding (ACAS Xu 1_1 at 16/16, box 8.5: an activation 15% above
-    /// its range, deviation 0.076, where the largest deviation found by bisection was 0.009).
-    /// `None` for the paper's semantics (no saturation) or when no activation leaves its range.
+    /// Looks for a disagreement where the integer network saturates. Calibration takes the
+    /// ranges from sampled points, so a box's extreme activations can lie beyond them, and
+    /// there the clamped activation is off by far more than rounding (ACAS Xu 1_1 at 16/16, box
+    /// 8.5: an activation 15% above its range, deviation 0.07, where the largest deviation
+    /// found by bisection was 0.009). Such a region can be a sliver of the box (1_3, box 8.5:
+    /// 0.007% of it, where an activation reaches 1.55 times its range). In order:
+    /// - attacks from the [`SATURATION_SAMPLES`] points of largest deviation;
+    /// - for each activation the samples put closest to (or beyond) its range, climbs on that
+    ///   activation alone from the samples where it is largest (a climb on the largest excess
+    ///   over all activations follows whichever leads at its start);
+    /// - climbs on the largest excess from the centre and random points, which reach regions
+    ///   no sample hints at;
+    ///
+    /// and from every point a climb leaves beyond a range, attacks on the violation.
+    /// `None` for the paper's semantics (no saturation), when nothing is found, or at `until`.
     pub fn saturation_search(
         &self,
         lower: &[f64],
@@ -499,15 +518,17 @@ impl Comparison<'_> {
             return None;
         };
         let range_max = int.largest_activations();
-        // Above zero where an activation exceeds its range: the largest relative excess.
-        let excess = |x: &[f64]| -> f64 {
+        // Per activation, how far it lies above its layer's range, relative to the range.
+        let ratios = |x: &[f64]| -> Vec<f64> {
             self.float
                 .layer_outputs(x)
                 .iter()
                 .zip(&range_max)
                 .flat_map(|(h, max)| h.iter().map(move |v| v / max - 1.0))
-                .fold(f64::NEG_INFINITY, f64::max)
+                .collect()
         };
+        let excess = |x: &[f64]| ratios(x).into_iter().fold(f64::NEG_INFINITY, f64::max);
+        let out_of_time = || std::time::Instant::now() >= until;
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0x5A7);
         let moves = LocalSearch {
             lower,
@@ -517,26 +538,106 @@ impl Comparison<'_> {
             until,
             points: Points::Reals,
         };
+        // From a point, the deviation climbs within the saturating region (small moves: it can
+        // be tiny) and, with the usual moves, beyond it.
+        let attack_from = |x: &[f64]| {
+            [SATURATED_ATTACK_STEP, 0.25]
+                .into_iter()
+                .find_map(|step| self.attack_in_steps(lower, upper, x, step, until))
+        };
         let centre = super::midpoint(lower, upper);
-        for start in moves.starts(&centre, SATURATION_RESTARTS, &mut rng) {
-            let saturating = moves.run(start, &|x| -excess(x), &mut rng, |x, best| {
-                (best < 0.0).then(|| x.to_vec())
-            });
-            if let Some(x) = saturating {
-                if let Some(ce) = self.attack(lower, upper, &x, until) {
-                    return Some(ce);
+        let samples = moves.starts(&centre, SATURATION_SAMPLES, &mut rng);
+        let mut deviations = Vec::with_capacity(DEVIATION_SAMPLES);
+        for (s, x) in samples.iter().take(DEVIATION_SAMPLES).enumerate() {
+            if s % 1024 == 0 && out_of_time() {
+                return None;
+            }
+            deviations.push((self.deviation_at(x), s));
+        }
+        deviations.sort_by(|a, b| b.0.total_cmp(&a.0));
+        for (_, s) in deviations.into_iter().take(DEVIATION_STARTS) {
+            if let Some(ce) = attack_from(&samples[s]) {
+                return Some(ce);
+            }
+        }
+        // Per activation, the samples where it is largest, best first.
+        let mut best: Vec<Vec<(f64, usize)>> = Vec::new();
+        for (s, x) in samples.iter().enumerate() {
+            if s % 1024 == 0 && out_of_time() {
+                return None;
+            }
+            let r = ratios(x);
+            best.resize(r.len(), Vec::new());
+            for (top, v) in best.iter_mut().zip(r) {
+                if top.len() < STARTS_PER_ACTIVATION || v > top[top.len() - 1].0 {
+                    let at = top.partition_point(|(w, _)| *w >= v);
+                    top.insert(at, (v, s));
+                    top.truncate(STARTS_PER_ACTIVATION);
                 }
             }
-            if std::time::Instant::now() >= until {
+        }
+        let mut targets: Vec<(usize, Vec<(f64, usize)>)> = best.into_iter().enumerate().collect();
+        targets.sort_by(|a, b| b.1[0].0.total_cmp(&a.1[0].0));
+        let samples = &samples;
+        let targeted = targets
+            .into_iter()
+            .take(TARGETED_ACTIVATIONS)
+            .flat_map(|(a, top)| {
+                top.into_iter()
+                    .map(move |(_, s)| (Some(a), samples[s].clone()))
+            });
+        let random = moves
+            .starts(&centre, RANDOM_CLIMBS, &mut rng)
+            .into_iter()
+            .map(|x| (None, x));
+        for (activation, start) in targeted.chain(random).collect::<Vec<_>>() {
+            if out_of_time() {
                 return None;
+            }
+            let objective = |x: &[f64]| match activation {
+                Some(a) => -ratios(x)[a],
+                None => -excess(x),
+            };
+            // To the largest excess, not the first: just above the range the clamp costs next
+            // to nothing (1_3, box 8.5: the first saturating points deviated by 0.0005).
+            let mut climbed = (start.clone(), f64::INFINITY);
+            moves.run(start, &objective, &mut rng, |x, best| {
+                climbed = (x.to_vec(), best);
+                None::<()>
+            });
+            let (x, best) = climbed;
+            if best < 0.0 {
+                if let Some(ce) = attack_from(&x) {
+                    return Some(ce);
+                }
             }
         }
         None
     }
 }
 
-/// Starting points of [`Comparison::saturation_search`].
-const SATURATION_RESTARTS: usize = 64;
+/// The first moves of the attack from a saturating point, relative to the box's width.
+const SATURATED_ATTACK_STEP: f64 = 0.01;
+
+/// Points of the box sampled by [`Comparison::saturation_search`] (0.3 s on ACAS Xu; the
+/// search runs only on boxes of few inputs that bounds did not close quickly).
+const SATURATION_SAMPLES: usize = 32768;
+
+/// The samples whose deviation [`Comparison::saturation_search`] computes (the integer
+/// network's run costs more than the float one's).
+const DEVIATION_SAMPLES: usize = 8192;
+
+/// Attacks from the sampled points of largest deviation.
+const DEVIATION_STARTS: usize = 16;
+
+/// Activations climbed on, those the samples put closest to (or beyond) their range.
+const TARGETED_ACTIVATIONS: usize = 16;
+
+/// Climbs per targeted activation, from the samples where it is largest.
+const STARTS_PER_ACTIVATION: usize = 4;
+
+/// Climbs on the largest excess over all activations, from the centre and random points.
+const RANDOM_CLIMBS: usize = 16;
 
 /// Points tried by [`Comparison::sample_around`].
 const AROUND_SAMPLES: usize = 2000;
