@@ -37,7 +37,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::data::Property;
 use crate::ir::Network;
-use crate::quantize::QuantConfig;
+use crate::quantize::{Calibration, QuantConfig};
 use crate::task::Task;
 use crate::verify::{self, BoxVerdict, VerifyOptions};
 
@@ -140,14 +140,16 @@ pub struct FoundCounterexample {
     pub quantized_class: usize,
 }
 
-/// A box left out of the refinement because the float network's class changes inside it.
+/// A box left out of the refinement because no configuration up to 16 bits can be proved on
+/// it ([`ExclusionReason`]).
 #[derive(Clone, Debug, Serialize, serde::Deserialize)]
 pub struct ExcludedBox {
     /// The box.
     pub id: String,
     /// The float class at the centre.
     pub centre_class: usize,
-    /// A point of the box (f32) where the float network picks another class.
+    /// A point of the box (f32) where no configuration can be proved: the float class changes
+    /// there, or even the widest integer network disagrees with the float one.
     pub witness: Vec<f32>,
     /// The float class there.
     pub witness_class: usize,
@@ -168,6 +170,10 @@ pub enum ExclusionReason {
         alias = "even at 16 bits the integer network disagrees with the float one at the witness"
     )]
     WidestDisagrees,
+    /// Even the widest integer networks disagree at the witness, where a float activation
+    /// exceeds the range calibrated on the boxes' samples (and the data rows): the integer
+    /// network saturates there, which no width changes.
+    Saturates,
 }
 
 impl std::fmt::Display for ExclusionReason {
@@ -178,6 +184,10 @@ impl std::fmt::Display for ExclusionReason {
                 f,
                 "even at {MAX_BITS} bits the integer network disagrees with the float one at the witness"
             ),
+            ExclusionReason::Saturates => write!(
+                f,
+                "even at {MAX_BITS} bits the integer network saturates at the witness: an activation there exceeds the range calibrated on the boxes' samples and the data rows"
+            ),
         }
     }
 }
@@ -185,15 +195,24 @@ impl std::fmt::Display for ExclusionReason {
 impl ExcludedBox {
     /// The exclusion of `prop` with the witness `x`: the float class changes at `x` (top-1
     /// equivalence only: under ε-equivalence the class plays no part), or even the widest
-    /// integer network disagrees with the float one there.
+    /// integer network disagrees with the float one there, saturating where a float
+    /// activation exceeds its `calibration` range.
     pub(crate) fn new(
         net: &Network,
         options: &VerifyOptions,
+        calibration: &Calibration,
         prop: &Property,
         x: &[f64],
     ) -> ExcludedBox {
         let centre_class = options.decision.pick(&net.logits(&prop.x));
         let witness_class = options.decision.pick(&net.logits(x));
+        let hidden = net.layers.len().saturating_sub(1);
+        let saturates = net
+            .layer_outputs(x)
+            .iter()
+            .take(hidden)
+            .zip(&calibration.layer_max_abs)
+            .any(|(h, max)| h.iter().any(|v| v.abs() > *max));
         ExcludedBox {
             id: prop.id.clone(),
             centre_class,
@@ -203,6 +222,8 @@ impl ExcludedBox {
                 && witness_class != centre_class
             {
                 ExclusionReason::FloatBoundary
+            } else if saturates {
+                ExclusionReason::Saturates
             } else {
                 ExclusionReason::WidestDisagrees
             },
@@ -362,8 +383,18 @@ mod tests {
             equivalence: verify::Equivalence::Epsilon(0.05),
             ..VerifyOptions::default()
         };
-        let reason = |options| ExcludedBox::new(&net, options, &prop, &witness).reason;
-        assert_eq!(reason(&top1), ExclusionReason::FloatBoundary);
-        assert_eq!(reason(&epsilon), ExclusionReason::WidestDisagrees);
+        let whole_box = Calibration::from_boxes(&net, std::slice::from_ref(&prop));
+        let reason = |options, calibration| {
+            ExcludedBox::new(&net, options, calibration, &prop, &witness).reason
+        };
+        assert_eq!(reason(&top1, &whole_box), ExclusionReason::FloatBoundary);
+        assert_eq!(
+            reason(&epsilon, &whole_box),
+            ExclusionReason::WidestDisagrees
+        );
+        // Calibrated at the centre alone, the network saturates at the (corner) witness: no
+        // width can help there, and the reason says why.
+        let centre = Calibration::from_points(&net, [&prop.x]);
+        assert_eq!(reason(&epsilon, &centre), ExclusionReason::Saturates);
     }
 }

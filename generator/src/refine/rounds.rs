@@ -104,7 +104,7 @@ impl<'a> LoopState<'a> {
         });
         for (p, change) in task.props.iter().zip(changes) {
             match change {
-                Some(x) => excluded.push(ExcludedBox::new(net, verify, p, &x)),
+                Some(x) => excluded.push(ExcludedBox::new(net, verify, &task.calibration, p, &x)),
                 None => props.push(p.clone()),
             }
         }
@@ -120,7 +120,9 @@ impl<'a> LoopState<'a> {
                     task.compare(Quantized::Integer(&widest), verify)
                         .violates(x)
                 }) {
-                    Some(x) => excluded.push(ExcludedBox::new(net, verify, &p, x)),
+                    Some(x) => {
+                        excluded.push(ExcludedBox::new(net, verify, &task.calibration, &p, x))
+                    }
                     None => {
                         points.extend(samples.into_iter().map(|x| (x, p.id.clone())));
                         kept.push(p);
@@ -313,8 +315,13 @@ impl<'a> LoopState<'a> {
         let Some(prop) = self.props.iter().find(|p| p.id == id) else {
             return;
         };
-        self.excluded
-            .push(ExcludedBox::new(&self.task.net, self.verify, prop, x));
+        self.excluded.push(ExcludedBox::new(
+            &self.task.net,
+            self.verify,
+            &self.task.calibration,
+            prop,
+            x,
+        ));
         self.props.retain(|p| p.id != id);
         self.refuted_in_a_row.remove(id);
         self.screen.drop_box(id);

@@ -207,6 +207,14 @@ pub(crate) fn print_refine_summary(r: &RefineReport) {
                 finer.join(", ")
             );
         }
+        let saturated = excluded_for(ExclusionReason::Saturates);
+        if !saturated.is_empty() {
+            println!(
+                "excluded {} box(es) where even 16-bit integer networks saturate (an activation exceeds the range calibrated on the boxes' samples and the --data rows): {}",
+                saturated.len(),
+                saturated.join(", ")
+            );
+        }
     }
     println!(
         "boxes: {}/{} proved{}; {} rounds, {} verifier calls, {} counterexamples, {} candidates screened, {:.1} s ({})",
