@@ -1020,6 +1020,8 @@ fn saturating_activations_are_found_on_boxes_wider_than_the_calibration() {
                 .iter()
                 .zip(&range_max)
                 .any(|(h, max)| h.iter().any(|v| v > max));
+            // The counterexample says so: a calibration matter, which no width changes.
+            assert_eq!(ce.saturation.is_some(), saturates, "box {}: {ce:?}", p.id);
             if saturates {
                 refuted += 1;
             }
@@ -1081,4 +1083,6 @@ fn the_saturation_search_finds_a_saturating_sliver_of_the_box() {
     let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
     assert!(ce.reproduces_in_f32 && ce.max_abs_diff > eps, "{ce:?}");
     assert!(x.iter().sum::<f64>() > 2.0, "not in the sliver: {x:?}");
+    let saturation = ce.saturation.expect("h0 saturates there");
+    assert!(saturation.layer == 0 && saturation.ratio > 1.0, "{saturation:?}");
 }

@@ -47,6 +47,22 @@ pub struct Counterexample {
     pub tract_agrees: Option<bool>,
     /// How it was found.
     pub found_by: FoundBy,
+    /// The hidden layer whose float activation at the input lies furthest beyond the range
+    /// calibration gave it (the integer network saturates there, and no bit-width changes
+    /// that); `None` when every activation is within its range, and under the paper's
+    /// semantics.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub saturation: Option<Saturation>,
+}
+
+/// Where the integer network saturates at a counterexample.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize)]
+pub struct Saturation {
+    /// The hidden layer, 0 for the first.
+    pub layer: usize,
+    /// Its largest float activation magnitude there over the largest it can represent
+    /// (above 1).
+    pub ratio: f64,
 }
 
 impl std::fmt::Display for Status {

@@ -76,8 +76,16 @@ pub(crate) fn verify(
                             format!("a logit off by {:.4} > ε {eps}", ce.max_abs_diff)
                         }
                     };
+                    // A saturating activation is a calibration matter, not a bit-width one.
+                    let saturation = ce.saturation.map_or(String::new(), |s| {
+                        format!(
+                            "; hidden layer {} saturates: an activation at {:.2}x its calibrated range",
+                            s.layer + 1,
+                            s.ratio
+                        )
+                    });
                     format!(
-                        "counterexample ({what}{}) at {:?}",
+                        "counterexample ({what}{saturation}{}) at {:?}",
                         if ce.reproduces_in_f32 {
                             ""
                         } else {
