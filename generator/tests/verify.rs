@@ -1084,5 +1084,8 @@ fn the_saturation_search_finds_a_saturating_sliver_of_the_box() {
     assert!(ce.reproduces_in_f32 && ce.max_abs_diff > eps, "{ce:?}");
     assert!(x.iter().sum::<f64>() > 2.0, "not in the sliver: {x:?}");
     let saturation = ce.saturation.expect("h0 saturates there");
-    assert!(saturation.layer == 0 && saturation.ratio > 1.0, "{saturation:?}");
+    assert!(
+        saturation.layer == 0 && saturation.ratio > 1.0,
+        "{saturation:?}"
+    );
 }

@@ -183,37 +183,28 @@ pub(crate) fn print_refine_summary(r: &RefineReport) {
             r.float32_storage_bits as f64 / paper.max(1) as f64
         );
     }
-    if !r.excluded.is_empty() {
-        let excluded_for = |reason: ExclusionReason| -> Vec<&str> {
-            r.excluded
-                .iter()
-                .filter(|e| e.reason == reason)
-                .map(|e| e.id.as_str())
-                .collect()
-        };
-        let crossed = excluded_for(ExclusionReason::FloatBoundary);
-        let finer = excluded_for(ExclusionReason::WidestDisagrees);
-        if !crossed.is_empty() {
-            println!(
-                "excluded {} box(es) the float decision boundary crosses (no quantized network can be equivalent there): {}",
-                crossed.len(),
-                crossed.join(", ")
-            );
-        }
-        if !finer.is_empty() {
-            println!(
-                "excluded {} box(es) where even 16-bit integer networks disagree with the float one (a margin, or ε, below 16-bit resolution): {}",
-                finer.len(),
-                finer.join(", ")
-            );
-        }
-        let saturated = excluded_for(ExclusionReason::Saturates);
-        if !saturated.is_empty() {
-            println!(
-                "excluded {} box(es) where even 16-bit integer networks saturate (an activation exceeds the range calibrated on the boxes' samples and the --data rows): {}",
-                saturated.len(),
-                saturated.join(", ")
-            );
+    for (reason, boxes) in [
+        (
+            ExclusionReason::FloatBoundary,
+            "the float decision boundary crosses (no quantized network can be equivalent there)",
+        ),
+        (
+            ExclusionReason::WidestDisagrees,
+            "where even 16-bit integer networks disagree with the float one (a margin, or ε, below 16-bit resolution)",
+        ),
+        (
+            ExclusionReason::Saturates,
+            "where even 16-bit integer networks saturate (an activation exceeds the range calibrated on the boxes' samples and the --data rows)",
+        ),
+    ] {
+        let ids: Vec<&str> = r
+            .excluded
+            .iter()
+            .filter(|e| e.reason == reason)
+            .map(|e| e.id.as_str())
+            .collect();
+        if !ids.is_empty() {
+            println!("excluded {} box(es) {boxes}: {}", ids.len(), ids.join(", "));
         }
     }
     println!(
