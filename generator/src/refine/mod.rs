@@ -206,13 +206,7 @@ impl ExcludedBox {
     ) -> ExcludedBox {
         let centre_class = options.decision.pick(&net.logits(&prop.x));
         let witness_class = options.decision.pick(&net.logits(x));
-        let hidden = net.layers.len().saturating_sub(1);
-        let saturates = net
-            .layer_outputs(x)
-            .iter()
-            .take(hidden)
-            .zip(&calibration.layer_max_abs)
-            .any(|(h, max)| h.iter().any(|v| v.abs() > *max));
+        let saturates = verify::Saturation::at(net, &calibration.layer_max_abs, x).is_some();
         ExcludedBox {
             id: prop.id.clone(),
             centre_class,

@@ -35,7 +35,7 @@ pub use quantized::{Quantized, QuantizedLogits};
 use region::{Outcome, Region};
 use solver::{Answer, RivalSolver};
 pub use verdict::{
-    BoxVerdict, Counterexample, Decision, Equivalence, FoundBy, Status, VerifyOptions,
+    BoxVerdict, Counterexample, Decision, Equivalence, FoundBy, Saturation, Status, VerifyOptions,
 };
 
 /// What is compared and how: the float network, its quantized counterpart, tract's f32 run of

@@ -37,17 +37,7 @@ impl Comparison<'_> {
             violated(&t) == reproduces_in_f32
         });
         let saturation = match quantized {
-            Quantized::Integer(int) => net
-                .layer_outputs(&x32)
-                .iter()
-                .zip(int.largest_activations())
-                .enumerate()
-                .map(|(layer, (h, max))| Saturation {
-                    layer,
-                    ratio: h.iter().fold(0.0f64, |m, v| m.max(v.abs())) / max,
-                })
-                .filter(|s| s.ratio > 1.0)
-                .max_by(|a, b| a.ratio.total_cmp(&b.ratio)),
+            Quantized::Integer(int) => Saturation::at(net, &int.largest_activations(), &x32),
             Quantized::Paper(_) => None,
         };
         Counterexample {

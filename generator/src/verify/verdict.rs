@@ -65,6 +65,25 @@ pub struct Saturation {
     pub ratio: f64,
 }
 
+impl Saturation {
+    /// The hidden layer of `net` whose float activation at `x` lies furthest beyond its
+    /// range (`range_max`, one per hidden layer or more), if any does.
+    pub fn at(net: &Network, range_max: &[f64], x: &[f64]) -> Option<Saturation> {
+        let hidden = net.layers.len().saturating_sub(1);
+        net.layer_outputs(x)
+            .iter()
+            .take(hidden)
+            .zip(range_max)
+            .enumerate()
+            .map(|(layer, (h, max))| Saturation {
+                layer,
+                ratio: h.iter().fold(0.0f64, |m, v| m.max(v.abs())) / max,
+            })
+            .filter(|s| s.ratio > 1.0)
+            .max_by(|a, b| a.ratio.total_cmp(&b.ratio))
+    }
+}
+
 impl std::fmt::Display for Status {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
