@@ -427,18 +427,15 @@ pub fn input_cell(int: &IntNetwork, feature: usize, v: i32) -> Interval<f64> {
     }
 }
 
-/// Bounds of each dequantized logit minus the float one over `[lower, upper]`, exact but for
-/// the float network's bounds, when the box holds at most `max_cells` integer inputs: per
-/// integer input `v`, the integer network's logits at `v` (it is constant on `v`'s cell) minus
-/// the float network's bounds over the cell's part of the box; their union. `None` for more
-/// integer inputs.
-pub fn cell_deviation(
-    float: &Network,
+/// Every integer input of the box `[lower, upper]` with the part of the box that quantizes to
+/// it (the box clipped to the input's cell), when there are at most `max_cells` of them;
+/// `None` for more.
+pub fn input_cells(
     int: &IntNetwork,
     lower: &[f64],
     upper: &[f64],
     max_cells: usize,
-) -> Option<Vec<Interval<f64>>> {
+) -> Option<Vec<(Vec<i32>, Vec<f64>, Vec<f64>)>> {
     let ranges: Vec<(i32, i32)> = (0..lower.len())
         .map(|i| {
             (
@@ -453,7 +450,7 @@ pub fn cell_deviation(
     if count > max_cells {
         return None;
     }
-    let mut union: Option<Vec<Interval<f64>>> = None;
+    let mut cells = Vec::with_capacity(count);
     let mut v: Vec<i32> = ranges.iter().map(|r| r.0).collect();
     'cells: loop {
         let (mut lo, mut hi) = (lower.to_vec(), upper.to_vec());
@@ -462,6 +459,33 @@ pub fn cell_deviation(
             lo[i] = lo[i].max(cell.lo);
             hi[i] = hi[i].min(cell.hi);
         }
+        cells.push((v.clone(), lo, hi));
+        // The next integer input, odometer order.
+        for (i, value) in v.iter_mut().enumerate() {
+            if *value < ranges[i].1 {
+                *value += 1;
+                continue 'cells;
+            }
+            *value = ranges[i].0;
+        }
+        return Some(cells);
+    }
+}
+
+/// Bounds of each dequantized logit minus the float one over `[lower, upper]`, exact but for
+/// the float network's bounds, when the box holds at most `max_cells` integer inputs: per
+/// integer input `v`, the integer network's logits at `v` (it is constant on `v`'s cell) minus
+/// the float network's bounds over the cell's part of the box; their union. `None` for more
+/// integer inputs.
+pub fn cell_deviation(
+    float: &Network,
+    int: &IntNetwork,
+    lower: &[f64],
+    upper: &[f64],
+    max_cells: usize,
+) -> Option<Vec<Interval<f64>>> {
+    let mut union: Option<Vec<Interval<f64>>> = None;
+    for (v, lo, hi) in input_cells(int, lower, upper, max_cells)? {
         let fb = float_bounds(float, &lo, &hi);
         let logits = int.dequantize(&int.logits_q(&v));
         let deviation = logits.iter().zip(fb.pre.last()?).map(|(q, f)| {
@@ -475,16 +499,8 @@ pub fn cell_deviation(
             None => deviation.collect(),
             Some(u) => u.iter().zip(deviation).map(|(a, b)| a.hull(b)).collect(),
         });
-        // The next integer input, odometer order.
-        for (i, value) in v.iter_mut().enumerate() {
-            if *value < ranges[i].1 {
-                *value += 1;
-                continue 'cells;
-            }
-            *value = ranges[i].0;
-        }
-        return union;
     }
+    union
 }
 
 /// How a hidden neuron's activation deviation `dh` follows from its accumulator's `dz`: linear

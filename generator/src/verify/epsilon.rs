@@ -50,7 +50,11 @@ struct Part {
 /// The input with the largest [`bounds::FloatBounds::influence`]; `None` when no neuron is
 /// unstable (the caller then splits the input that moves the first layer most) or every input
 /// is a point.
-fn widest_influence(fb: &bounds::FloatBounds, lower: &[f64], upper: &[f64]) -> Option<usize> {
+pub(crate) fn widest_influence(
+    fb: &bounds::FloatBounds,
+    lower: &[f64],
+    upper: &[f64],
+) -> Option<usize> {
     let splittable = |i: &usize| upper[*i] > lower[*i];
     if fb.influence.iter().all(|v| *v == 0.0) {
         return None;
@@ -70,7 +74,7 @@ pub(crate) const BOUND_SPLIT_MAX_INPUTS: usize = 16;
 /// layer by layer (on ACAS Xu 1_1 at 16/16, a part 1e-16 wide straddling two cells in two
 /// inputs bounded the deviation within [-0.0500, -0.0441] where it is -0.0465): without
 /// enumeration the bisection never ends there.
-const MAX_ENUMERATED_CELLS: usize = 32;
+pub(crate) const MAX_ENUMERATED_CELLS: usize = 32;
 
 /// After bounding this many parts without closing the box, the bisection searches for a
 /// saturating activation ([`super::Comparison::saturation_search`]). On ACAS Xu at 16/16 and
@@ -114,7 +118,7 @@ impl Region<'_> {
     /// Where to cut `[lo, hi]` along `dim`: at the input cell boundary nearest the midpoint when
     /// the range holds more than one integer input (so that the parts' integer inputs stay few,
     /// [`cell_deviation`]), else at the midpoint; `None` when the range cannot be cut.
-    fn cut(&self, dim: usize, lo: f64, hi: f64) -> Option<f64> {
+    pub(crate) fn cut(&self, dim: usize, lo: f64, hi: f64) -> Option<f64> {
         let mid = 0.5 * (lo + hi);
         let inside = |c: &f64| *c > lo && *c < hi;
         let boundary = match self.cmp.quantized {
@@ -187,14 +191,16 @@ impl Region<'_> {
                         .map(|((a, b), (l, u))| (b - a) / (u - l))
                         .product()
                 };
+                // Parts already bounded within eps wait on the stack too: they are closed.
+                let still_open: Vec<&Part> = stack.iter().filter(|p| p.excess > 0.0).collect();
                 let open: f64 = volume(&lo, &hi)
-                    + stack
+                    + still_open
                         .iter()
                         .map(|p| volume(&p.lower, &p.upper))
                         .sum::<f64>();
                 return Outcome::Unknown(format!(
                     "time-out after bounding {parts} parts of the box, {} left open ({:.2}% of its volume); largest deviation found {worst:.4} (at {worst_at:?})",
-                    stack.len() + 1,
+                    still_open.len() + 1,
                     100.0 * open
                 ));
             }

@@ -660,6 +660,17 @@ impl Comparison<'_> {
         let q = self.quantized.logits(x);
         largest_deviation(&self.float.logits(x), &self.quantized.dequantized(&q))
     }
+
+    /// How far the quantized network's dequantized logit for `class` leads its closest rival at
+    /// `x` (negative: a rival leads).
+    pub(crate) fn quantized_margin_at(&self, x: &[f64], class: usize) -> f64 {
+        let dq = self.quantized.dequantized(&self.quantized.logits(x));
+        let sign = self.options.decision.sign();
+        (0..dq.len())
+            .filter(|j| *j != class)
+            .map(|j| sign * (dq[class] - dq[j]))
+            .fold(f64::INFINITY, f64::min)
+    }
 }
 
 /// Segments between differently classified points searched for a boundary disagreement.

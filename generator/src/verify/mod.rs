@@ -17,6 +17,7 @@ pub mod int_symbolic;
 pub mod quantized;
 mod region;
 mod replay;
+mod rival_split;
 mod schedule;
 mod solver;
 mod substitution;
