@@ -427,15 +427,25 @@ pub fn input_cell(int: &IntNetwork, feature: usize, v: i32) -> Interval<f64> {
     }
 }
 
+/// One integer input of a box and the part of the box that quantizes to it.
+#[derive(Clone, Debug)]
+pub struct InputCell {
+    /// The integer input.
+    pub input: Vec<i32>,
+    /// The box clipped to the input's cell: lower corner.
+    pub lower: Vec<f64>,
+    /// Upper corner.
+    pub upper: Vec<f64>,
+}
+
 /// Every integer input of the box `[lower, upper]` with the part of the box that quantizes to
-/// it (the box clipped to the input's cell), when there are at most `max_cells` of them;
-/// `None` for more.
+/// it, when there are at most `max_cells` of them; `None` for more.
 pub fn input_cells(
     int: &IntNetwork,
     lower: &[f64],
     upper: &[f64],
     max_cells: usize,
-) -> Option<Vec<(Vec<i32>, Vec<f64>, Vec<f64>)>> {
+) -> Option<Vec<InputCell>> {
     let ranges: Vec<(i32, i32)> = (0..lower.len())
         .map(|i| {
             (
@@ -459,7 +469,11 @@ pub fn input_cells(
             lo[i] = lo[i].max(cell.lo);
             hi[i] = hi[i].min(cell.hi);
         }
-        cells.push((v.clone(), lo, hi));
+        cells.push(InputCell {
+            input: v.clone(),
+            lower: lo,
+            upper: hi,
+        });
         // The next integer input, odometer order.
         for (i, value) in v.iter_mut().enumerate() {
             if *value < ranges[i].1 {
@@ -485,9 +499,9 @@ pub fn cell_deviation(
     max_cells: usize,
 ) -> Option<Vec<Interval<f64>>> {
     let mut union: Option<Vec<Interval<f64>>> = None;
-    for (v, lo, hi) in input_cells(int, lower, upper, max_cells)? {
-        let fb = float_bounds(float, &lo, &hi);
-        let logits = int.dequantize(&int.logits_q(&v));
+    for cell in input_cells(int, lower, upper, max_cells)? {
+        let fb = float_bounds(float, &cell.lower, &cell.upper);
+        let logits = int.dequantize(&int.logits_q(&cell.input));
         let deviation = logits.iter().zip(fb.pre.last()?).map(|(q, f)| {
             let m = DEQUANTIZATION_MARGIN * (1.0 + q.abs());
             Interval {

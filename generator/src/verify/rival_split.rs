@@ -38,8 +38,8 @@ impl Region<'_> {
                 let decision = self.cmp.options.decision;
                 let witness = cells
                     .iter()
-                    .find(|(v, _, _)| decision.pick(&int.logits_q(v)) != class)
-                    .map(|(_, lo, hi)| midpoint(lo, hi));
+                    .find(|cell| decision.pick(&int.logits_q(&cell.input)) != class)
+                    .map(|cell| midpoint(&cell.lower, &cell.upper));
                 return Part {
                     room: if witness.is_some() { 0.0 } else { -1.0 },
                     lower,
