@@ -134,6 +134,15 @@ fn a_scaler_pipeline_keeps_raw_units_and_string_labels() {
 }
 
 #[test]
+fn skl2onnx_defaults_opset_22_and_a_min_max_scaler() {
+    // No target_opset: skl2onnx 1.20 writes opset 22, and MinMaxScaler as Cast, Mul, Add.
+    let net = check("skl_default_opset");
+    assert_eq!(net.input_ops.len(), 2, "Mul scale, Add offset");
+    assert_eq!(net.layers.len(), 2);
+    assert_eq!(net.head.labels, Some(ClassLabels::Ints(vec![0, 1, 2])));
+}
+
+#[test]
 fn torch_torchscript_and_dynamo_exports() {
     for name in ["torch_torchscript", "torch_dynamo"] {
         let net = check(name);
@@ -166,7 +175,7 @@ fn a_label_the_model_does_not_know_is_named() {
 fn exporter_idioms_at_the_oldest_and_newest_opsets() {
     // Cast, Sub/Div normalisation, MatMul with a Transpose of a constant, BatchNormalization
     // folded into the layer, Gemm with alpha, beta and transB, dynamic batch.
-    for name in ["idioms_opset9", "idioms_opset21"] {
+    for name in ["idioms_opset9", "idioms_opset21", "idioms_opset28"] {
         let net = check(name);
         assert_eq!(net.layers.len(), 2, "{name}");
         assert_eq!(net.input_ops.len(), 2, "{name}");

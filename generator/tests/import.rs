@@ -125,16 +125,16 @@ fn truncated_and_garbage_files_are_rejected() {
 }
 
 #[test]
-fn opsets_outside_8_to_21_are_rejected() {
+fn opsets_outside_8_to_28_are_rejected() {
     let bytes = std::fs::read(model_file("iris_mlp.onnx")).unwrap();
-    for (opset, ok) in [(7, false), (8, true), (21, true), (22, false)] {
+    for (opset, ok) in [(7, false), (8, true), (22, true), (28, true), (29, false)] {
         let mut proto = tract_onnx::pb::ModelProto::decode(bytes.as_slice()).unwrap();
         proto.opset_import[0].version = opset;
         let result = import_bytes(&proto.encode_to_vec());
         assert_eq!(result.is_ok(), ok, "opset {opset}");
         if !ok {
             assert!(error_of(result).contains(&format!(
-                "opset {opset} is not supported (supported: 8..=21)"
+                "opset {opset} is not supported (supported: 8..=28)"
             )));
         }
     }

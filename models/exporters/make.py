@@ -42,6 +42,22 @@ def sklearn_fixtures():
     pipe.fit(Xtr, names[ytr])
     onx = to_onnx(pipe, Xtr[:1], target_opset=13)
     write_fixture("skl_pipeline_wine", onx.SerializeToString(), Xte, names[yte])
+    skl_default_opset_fixture()
+
+
+def skl_default_opset_fixture():
+    """skl2onnx's defaults, as most users export: no target_opset (skl2onnx 1.20 writes opset
+    22 for this pipeline), a MinMaxScaler (exported as Cast, Mul, Add rather than Scaler),
+    ZipMap on."""
+    from skl2onnx import to_onnx
+    from sklearn.neural_network import MLPClassifier
+    from sklearn.pipeline import Pipeline
+    from sklearn.preprocessing import MinMaxScaler
+
+    Xtr, Xte, ytr, yte = split("wine")
+    pipe = Pipeline([("scale", MinMaxScaler()), ("mlp", MLPClassifier((8,), max_iter=3000, random_state=0))])
+    pipe.fit(Xtr, ytr)
+    write_fixture("skl_default_opset", to_onnx(pipe, Xtr[:1]).SerializeToString(), Xte, yte)
 
 
 def torch_fixtures():
@@ -148,7 +164,9 @@ def idiom_fixtures():
         helper.make_node("Softmax", ["logits"], ["probabilities"], axis=1),
     ]
     out = [helper.make_tensor_value_info("probabilities", TensorProto.FLOAT, ["batch", 3])]
-    for opset in (9, 21):
+    # The oldest opset accepted, the one most tools wrote until 2024, and the newest the pinned
+    # onnx knows.
+    for opset in (9, 21, 28):
         onnx_bytes = model(nodes, inits, out, opset)
         session_labels = None
         import onnxruntime as ort
@@ -172,4 +190,4 @@ def idiom_fixtures():
 if __name__ == "__main__":
     for which in sys.argv[1:] or ["sklearn", "torch", "keras", "idioms"]:
         {"sklearn": sklearn_fixtures, "torch": torch_fixtures, "keras": keras_fixture,
-         "idioms": idiom_fixtures}[which]()
+         "idioms": idiom_fixtures, "skl_default_opset": skl_default_opset_fixture}[which]()

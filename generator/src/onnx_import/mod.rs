@@ -51,8 +51,11 @@ pub const SUPPORTED_OPS: &[&str] = &[
     "ai.onnx.ml ZipMap",
 ];
 
-/// The ONNX opset versions the importer accepts.
-pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 8..=21;
+/// The ONNX opset versions the importer accepts: up to the newest that onnx 1.23 (the
+/// exporters' pinned version, models/exporters) defines. From 21 to 28 the supported operators
+/// changed only in the tensor types they accept (float8, int4, float4 and the like), never in
+/// what they compute on float32; skl2onnx 1.20 writes opset 22 by default.
+pub const SUPPORTED_OPSETS: std::ops::RangeInclusive<i64> = 8..=28;
 
 /// Reads and translates an ONNX model file.
 pub fn import_path(path: &Path) -> Result<Network> {
