@@ -367,11 +367,7 @@ impl Region<'_> {
         deadline: Instant,
         slice: impl Fn() -> Instant,
     ) -> Option<Outcome> {
-        let (net, quantized, decision) = (
-            self.cmp.float,
-            self.cmp.quantized,
-            self.cmp.options.decision,
-        );
+        let (net, decision) = (self.cmp.float, self.cmp.options.decision);
         let centre = midpoint(lower, upper);
         let k = decision.pick(&net.logits(&centre));
         let float_diff = decision.orient_differences(float_logit_differences(net, fb));
@@ -497,10 +493,10 @@ impl Region<'_> {
             .collect();
         // Few inputs: bisecting the box under bounds decides most of these boxes far sooner
         // than the solver; three quarters of the time left, the solver the rest.
+        let mut bisection = None;
         if depth == 0 && !rivals.is_empty() && lower.len() <= BOUND_SPLIT_MAX_INPUTS {
             let now = Instant::now();
             let until = now + deadline.saturating_duration_since(now) * 3 / 4;
-            let started = Instant::now();
             let outcome = self.keep_class_by_bounds(lower, upper, k, until);
             let verdict = match &outcome {
                 Outcome::Proved => "proved",
@@ -511,20 +507,46 @@ impl Region<'_> {
                 depth,
                 &format!("quantized keeps {k} by bounds"),
                 verdict,
-                started,
+                now,
             );
-            if !matches!(outcome, Outcome::Unknown(_)) {
-                return Some(outcome);
+            match outcome {
+                Outcome::Unknown(reason) => bisection = Some(reason),
+                decided => return Some(decided),
             }
         }
+        let outcome =
+            self.quantized_rivals_by_solver(lower, upper, k, &rivals, depth, deadline, slice);
+        Some(match (outcome, bisection) {
+            (Outcome::Unknown(reason), Some(bisection)) => Outcome::Unknown(format!(
+                "bisection under bounds: {bisection}; then the solver on the whole box: {reason}"
+            )),
+            (outcome, _) => outcome,
+        })
+    }
+
+    /// Whether the quantized network picks `k` over each of `rivals` on the whole box, by the
+    /// solver (relaxed encoding first, exact for spurious witnesses), splitting the box when a
+    /// query runs out of its slice of the time.
+    #[allow(clippy::too_many_arguments)]
+    fn quantized_rivals_by_solver(
+        &self,
+        lower: &[f64],
+        upper: &[f64],
+        k: usize,
+        rivals: &[usize],
+        depth: u32,
+        deadline: Instant,
+        slice: impl Fn() -> Instant,
+    ) -> Outcome {
+        let (quantized, decision) = (self.cmp.quantized, self.cmp.options.decision);
         let relaxed_only = !quantized.has_relaxation();
         let Some(mut relaxed) = self.encoding(deadline, || {
             RivalSolver::quantized(quantized, lower, upper, relaxed_only, decision)
         }) else {
-            return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
+            return Outcome::Unknown(NO_TIME_TO_ENCODE.into());
         };
         let mut exact: Option<RivalSolver> = None;
-        for j in rivals {
+        for &j in rivals {
             self.queries.set(self.queries.get() + 1);
             let started = Instant::now();
             let answer = relaxed.check(k, j, slice());
@@ -537,20 +559,20 @@ impl Region<'_> {
             match answer {
                 Answer::Unsat => continue,
                 Answer::Unknown(reason) => {
-                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                    return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
                     if let Some(ce) =
                         self.near_relaxed_witness(lower, upper, &x, relaxed_only, deadline)
                     {
-                        return Some(Outcome::Counterexample(ce));
+                        return Outcome::Counterexample(ce);
                     }
                 }
             }
             let Some(exact) = self.encoding_once(&mut exact, deadline, || {
                 RivalSolver::quantized(quantized, lower, upper, true, decision)
             }) else {
-                return Some(Outcome::Unknown(NO_TIME_TO_ENCODE.into()));
+                return Outcome::Unknown(NO_TIME_TO_ENCODE.into());
             };
             self.queries.set(self.queries.get() + 1);
             let started = Instant::now();
@@ -564,15 +586,15 @@ impl Region<'_> {
             match answer {
                 Answer::Unsat => {}
                 Answer::Unknown(reason) => {
-                    return Some(self.split_or(lower, upper, depth, deadline, reason))
+                    return self.split_or(lower, upper, depth, deadline, reason)
                 }
                 Answer::Sat(x) => {
                     let ce = self.cmp.replay(&x, FoundBy::Solver);
-                    return Some(Outcome::Counterexample(ce));
+                    return Outcome::Counterexample(ce);
                 }
             }
         }
-        Some(Outcome::Proved)
+        Outcome::Proved
     }
 
     /// A counterexample from a relaxed encoding's witness `x`: the witness itself when it
