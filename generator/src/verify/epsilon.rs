@@ -64,6 +64,17 @@ pub(crate) fn widest_influence(
         .max_by(|a, b| fb.influence[*a].total_cmp(&fb.influence[*b]))
 }
 
+/// The volume of the part `[lo, hi]` as a fraction of the box `[lower, upper]`'s, over the
+/// inputs along which the box is not a point.
+pub(crate) fn volume_fraction((lo, hi): (&[f64], &[f64]), (lower, upper): (&[f64], &[f64])) -> f64 {
+    lo.iter()
+        .zip(hi)
+        .zip(lower.iter().zip(upper))
+        .filter(|(_, (l, u))| u > l)
+        .map(|((a, b), (l, u))| (b - a) / (u - l))
+        .product()
+}
+
 /// Up to this many inputs, ε-equivalence boxes are decided by splitting the input box under
 /// the differential bounds rather than by the solver.
 pub(crate) const BOUND_SPLIT_MAX_INPUTS: usize = 16;
@@ -183,14 +194,7 @@ impl Region<'_> {
                 continue;
             }
             if Instant::now() >= deadline {
-                let volume = |lo: &[f64], hi: &[f64]| -> f64 {
-                    lo.iter()
-                        .zip(hi)
-                        .zip(lower.iter().zip(upper))
-                        .filter(|(_, (l, u))| u > l)
-                        .map(|((a, b), (l, u))| (b - a) / (u - l))
-                        .product()
-                };
+                let volume = |lo: &[f64], hi: &[f64]| volume_fraction((lo, hi), (lower, upper));
                 // Parts already bounded within eps wait on the stack too: they are closed.
                 let still_open: Vec<&Part> = stack.iter().filter(|p| p.excess > 0.0).collect();
                 let open: f64 = volume(&lo, &hi)

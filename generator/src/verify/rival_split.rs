@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use super::bounds::float_bounds;
 use super::differential::input_cells;
-use super::epsilon::{widest_influence, MAX_ENUMERATED_CELLS};
+use super::epsilon::{volume_fraction, widest_influence, MAX_ENUMERATED_CELLS};
 use super::region::{Outcome, PairBounds, Region};
 use super::{midpoint, Quantized};
 
@@ -139,17 +139,9 @@ impl Region<'_> {
                 continue;
             }
             if Instant::now() >= deadline {
-                let volume = |lo: &[f64], hi: &[f64]| -> f64 {
-                    lo.iter()
-                        .zip(hi)
-                        .zip(lower.iter().zip(upper))
-                        .filter(|(_, (l, u))| u > l)
-                        .map(|((a, b), (l, u))| (b - a) / (u - l))
-                        .product()
-                };
                 let open: f64 = std::iter::once(&part)
                     .chain(&stack)
-                    .map(|p| volume(&p.lower, &p.upper))
+                    .map(|p| volume_fraction((&p.lower, &p.upper), (lower, upper)))
                     .sum();
                 return Outcome::Unknown(format!(
                     "time-out after bounding {parts} parts of the box, {} left open ({:.2}% of its volume); thinnest quantized margin found {thinnest:.4}",
@@ -190,9 +182,8 @@ impl Region<'_> {
             let (mut left_upper, mut right_lower) = (hi.clone(), lo.clone());
             left_upper[dim] = left_hi;
             right_lower[dim] = right_lo;
-            let (left_hi, right_lo) = (left_upper, right_lower);
-            let left = self.rival_part(lo, left_hi, class);
-            let right = self.rival_part(right_lo, hi, class);
+            let left = self.rival_part(lo, left_upper, class);
+            let right = self.rival_part(right_lower, hi, class);
             // Parts the bounds close need no place on the stack.
             stack.extend([right, left].into_iter().filter(|p| p.room >= 0.0));
         }
