@@ -421,15 +421,10 @@ impl Comparison<'_> {
                 Equivalence::Epsilon(eps) => eps - largest_deviation(&f, &dq),
                 Equivalence::Top1 => {
                     let k = decision.pick(&f);
-                    let sign = decision.sign();
-                    let rival = (0..dq.len())
-                        .filter(|j| *j != k)
-                        .map(|j| sign * (dq[k] - dq[j]))
-                        .fold(f64::INFINITY, f64::min);
                     if q.class(decision) != k {
                         -1.0
                     } else {
-                        rival
+                        lead_over_rivals(&dq, k, decision)
                     }
                 }
             }
@@ -665,12 +660,18 @@ impl Comparison<'_> {
     /// `x` (negative: a rival leads).
     pub(crate) fn quantized_margin_at(&self, x: &[f64], class: usize) -> f64 {
         let dq = self.quantized.dequantized(&self.quantized.logits(x));
-        let sign = self.options.decision.sign();
-        (0..dq.len())
-            .filter(|j| *j != class)
-            .map(|j| sign * (dq[class] - dq[j]))
-            .fold(f64::INFINITY, f64::min)
+        lead_over_rivals(&dq, class, self.options.decision)
     }
+}
+
+/// How far logit `class` of `logits` leads the closest other one under `decision` (negative:
+/// another leads).
+fn lead_over_rivals(logits: &[f64], class: usize, decision: Decision) -> f64 {
+    let sign = decision.sign();
+    (0..logits.len())
+        .filter(|j| *j != class)
+        .map(|j| sign * (logits[class] - logits[j]))
+        .fold(f64::INFINITY, f64::min)
 }
 
 /// Segments between differently classified points searched for a boundary disagreement.

@@ -31,23 +31,37 @@ impl Region<'_> {
     /// where bounds over two neighbouring inputs in every dimension never close; see
     /// [`MAX_ENUMERATED_CELLS`]).
     fn rival_part(&self, lower: Vec<f64>, upper: Vec<f64>, class: usize) -> Part {
-        let fb = float_bounds(self.cmp.float, &lower, &upper);
-        let split = widest_influence(&fb, &lower, &upper);
+        let mut witness = None;
         if let Quantized::Integer(int) = self.cmp.quantized {
             if let Some(cells) = input_cells(int, &lower, &upper, MAX_ENUMERATED_CELLS) {
                 let decision = self.cmp.options.decision;
-                let witness = cells
+                witness = cells
                     .iter()
                     .find(|cell| decision.pick(&int.logits_q(&cell.input)) != class)
                     .map(|cell| midpoint(&cell.lower, &cell.upper));
-                return Part {
-                    room: if witness.is_some() { 0.0 } else { -1.0 },
-                    lower,
-                    upper,
-                    split,
-                    witness,
-                };
+                if witness.is_none() {
+                    // Every integer input of the part keeps the class: closed, nothing to
+                    // bound or split.
+                    return Part {
+                        lower,
+                        upper,
+                        room: -1.0,
+                        split: None,
+                        witness,
+                    };
+                }
             }
+        }
+        let fb = float_bounds(self.cmp.float, &lower, &upper);
+        let split = widest_influence(&fb, &lower, &upper);
+        if witness.is_some() {
+            return Part {
+                lower,
+                upper,
+                room: 0.0,
+                split,
+                witness,
+            };
         }
         let bounds = PairBounds::new(
             self.cmp.float,
