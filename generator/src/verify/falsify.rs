@@ -410,25 +410,7 @@ impl Comparison<'_> {
         step: f64,
         until: std::time::Instant,
     ) -> Option<Counterexample> {
-        let (net, quantized, options) = (self.float, self.quantized, self.options);
-        let decision = options.decision;
-        // Lower is closer to a violation; a violation scores below zero.
-        let objective = |x: &[f64]| -> f64 {
-            let f = net.logits(x);
-            let q = quantized.logits(x);
-            let dq = quantized.dequantized(&q);
-            match options.equivalence {
-                Equivalence::Epsilon(eps) => eps - largest_deviation(&f, &dq),
-                Equivalence::Top1 => {
-                    let k = decision.pick(&f);
-                    if q.class(decision) != k {
-                        -1.0
-                    } else {
-                        lead_over_rivals(&dq, k, decision)
-                    }
-                }
-            }
-        };
+        let objective = |x: &[f64]| self.violation_score(x);
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xA77AC);
         let moves = LocalSearch {
             lower,
@@ -654,6 +636,27 @@ impl Comparison<'_> {
     pub(crate) fn deviation_at(&self, x: &[f64]) -> f64 {
         let q = self.quantized.logits(x);
         largest_deviation(&self.float.logits(x), &self.quantized.dequantized(&q))
+    }
+
+    /// How far `x` is from violating the property: below zero exactly where it violates it
+    /// (ε: `eps` minus the largest deviation; top-1: the quantized network's lead over its
+    /// rivals for the float class, -1 when it picks another class).
+    pub(crate) fn violation_score(&self, x: &[f64]) -> f64 {
+        let (quantized, decision) = (self.quantized, self.options.decision);
+        let f = self.float.logits(x);
+        let q = quantized.logits(x);
+        let dq = quantized.dequantized(&q);
+        match self.options.equivalence {
+            Equivalence::Epsilon(eps) => eps - largest_deviation(&f, &dq),
+            Equivalence::Top1 => {
+                let k = decision.pick(&f);
+                if q.class(decision) != k {
+                    -1.0
+                } else {
+                    lead_over_rivals(&dq, k, decision)
+                }
+            }
+        }
     }
 
     /// How far the quantized network's dequantized logit for `class` leads its closest rival at

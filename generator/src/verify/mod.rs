@@ -9,6 +9,7 @@
 
 pub mod bounds;
 pub mod branching;
+mod coordinate_search;
 pub mod differential;
 pub mod encode;
 mod epsilon;

@@ -104,6 +104,8 @@ pub enum FoundBy {
     Solver,
     /// A z3 model, then a local search near it.
     SolverAndSearch,
+    /// A search of the box along one input at a time, from its corners and random points.
+    Search,
 }
 
 /// The verdict on one box.
