@@ -1191,7 +1191,7 @@ fn a_violation_that_needs_every_input_moved_is_found_along_each_input() {
     );
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
     let ce = cmp
-        .coordinate_search(&lower, &upper, deadline)
+        .coordinate_search(&lower, &upper, &[], deadline)
         .expect("the coordinate search found no violation");
     let x: Vec<f64> = ce.input.iter().map(|v| *v as f64).collect();
     assert!(

@@ -5,6 +5,7 @@
 use std::time::Instant;
 
 use super::bounds::{self, float_bounds};
+use super::coordinate_search::SEARCH_AFTER_PARTS;
 use super::differential::{cell_deviation, input_cell};
 use super::region::{Outcome, Query, Region};
 use super::{midpoint, Quantized};
@@ -92,17 +93,6 @@ pub(crate) const MAX_ENUMERATED_CELLS: usize = 32;
 /// ε 0.05 every box that bounds decide at all is closed within 250 parts but one (1_1 box 9.3,
 /// about 5000).
 const SATURATION_SEARCH_AFTER_PARTS: usize = 256;
-
-/// After bounding this many parts without closing the box, the bisection hands a share of its
-/// remaining time to [`super::Comparison::coordinate_search`]. On ACAS Xu at 16/16 and ε 0.05
-/// the boxes bounds prove take at most about 5000 parts; those that need more than 2048 pay
-/// the search's time once.
-const COORDINATE_SEARCH_AFTER_PARTS: usize = 2048;
-
-/// The coordinate search gets a sixteenth of the box's remaining time at most: it is paid by
-/// boxes that hold too (ACAS Xu 1_5 box 9.5 is proved in about 51 s of 60 without it, and with
-/// a quarter it was not).
-const COORDINATE_SEARCH_SHARE: f64 = 16.0;
 
 /// A part's centre deviating by more than this fraction of eps starts a local search for a
 /// violation.
@@ -223,17 +213,17 @@ impl Region<'_> {
             // The saturation search costs about half a second (64 restarts); most boxes are
             // proved by far fewer parts than this, so only a box the bisection has not closed
             // by then pays for it.
-            if parts == COORDINATE_SEARCH_AFTER_PARTS {
-                let now = Instant::now();
-                let budget = deadline
-                    .saturating_duration_since(now)
-                    .div_f64(COORDINATE_SEARCH_SHARE);
-                if let Some(ce) = self.cmp.coordinate_search(lower, upper, now + budget) {
+            if parts == SATURATION_SEARCH_AFTER_PARTS {
+                if let Some(ce) = self.cmp.saturation_search(lower, upper, deadline) {
                     return Outcome::Counterexample(ce);
                 }
             }
-            if parts == SATURATION_SEARCH_AFTER_PARTS {
-                if let Some(ce) = self.cmp.saturation_search(lower, upper, deadline) {
+            if parts == SEARCH_AFTER_PARTS {
+                let seeds = std::slice::from_ref(&worst_at);
+                if let Some(ce) = self
+                    .cmp
+                    .coordinate_search_share(lower, upper, seeds, deadline)
+                {
                     return Outcome::Counterexample(ce);
                 }
             }

@@ -491,44 +491,14 @@ impl Region<'_> {
                 _ => None,
             })
             .collect();
-        // Few inputs: bisecting the box under bounds decides most of these boxes far sooner
-        // than the solver; three quarters of the time left, the solver the rest.
-        let mut bisection = None;
-        if depth == 0 && !rivals.is_empty() && lower.len() <= BOUND_SPLIT_MAX_INPUTS {
-            let now = Instant::now();
-            let until = now + deadline.saturating_duration_since(now) * 3 / 4;
-            let outcome = self.keep_class_by_bounds(lower, upper, k, until);
-            let verdict = match &outcome {
-                Outcome::Proved => "proved",
-                Outcome::Counterexample(_) => "counterexample",
-                Outcome::Unknown(reason) => reason,
-            };
-            self.debug_line(
-                depth,
-                &format!("quantized keeps {k} by bounds"),
-                verdict,
-                now,
-            );
-            match outcome {
-                Outcome::Unknown(reason) => bisection = Some(reason),
-                decided => return Some(decided),
-            }
-        }
-        let outcome =
-            self.quantized_rivals_by_solver(lower, upper, k, &rivals, depth, deadline, slice);
-        Some(match (outcome, bisection) {
-            (Outcome::Unknown(reason), Some(bisection)) => Outcome::Unknown(format!(
-                "bisection under bounds: {bisection}; then the solver on the whole box: {reason}"
-            )),
-            (outcome, _) => outcome,
-        })
+        Some(self.keep_class(lower, upper, k, &rivals, depth, deadline, slice))
     }
 
     /// Whether the quantized network picks `k` over each of `rivals` on the whole box, by the
     /// solver (relaxed encoding first, exact for spurious witnesses), splitting the box when a
     /// query runs out of its slice of the time.
     #[allow(clippy::too_many_arguments)]
-    fn quantized_rivals_by_solver(
+    pub(super) fn quantized_rivals_by_solver(
         &self,
         lower: &[f64],
         upper: &[f64],
