@@ -1,11 +1,11 @@
-//! A coordinate search for a violation on boxes of few inputs: from the box's corners and
-//! random points, each input in turn is moved to the best of a grid across the whole box, then
-//! nudged by halving steps.
+//! A coordinate search for a violation on boxes of few inputs: from a bisection's worst point,
+//! the box's corners and random points, each input in turn is moved to the best of a grid
+//! across the whole box, then nudged by halving steps.
 //!
 //! Why a second search next to [`super::falsify`]'s random moves: where the quantized network
 //! saturates, the deviation is a ridge along a few inputs that random moves in all inputs at
 //! once rarely follow. On ACAS Xu 1_2 at 16/16 (box 8.5, ε 0.05) the random-move searches
-//! found deviations up to 0.0066 in 60 s; this search finds 0.054 in about a second.
+//! found deviations up to 0.0066 in 60 s; this search finds one of 0.0502 > ε in about 4 s.
 
 use std::time::Instant;
 
