@@ -9,8 +9,9 @@
 
 use std::time::Instant;
 
-use rand::{Rng, SeedableRng};
+use rand::SeedableRng;
 
+use super::falsify::random_point;
 use super::verdict::{Counterexample, FoundBy};
 use super::Comparison;
 
@@ -18,7 +19,7 @@ use super::Comparison;
 /// once a box is still open after this many parts. On ACAS Xu at 16/16 and ε 0.05 the boxes
 /// bounds prove take at most about 5000 parts; those that need more than 2048 pay the search's
 /// time once.
-pub(crate) const SEARCH_AFTER_PARTS: usize = 2048;
+const SEARCH_AFTER_PARTS: usize = 2048;
 
 /// The search gets a sixteenth of the box's remaining time at most: it is paid by boxes that
 /// hold too (ACAS Xu 1_5 box 9.5 is proved in about 51 s of 60 without it, and with a quarter
@@ -44,21 +45,26 @@ const SMALLEST_STEP: f64 = 1e-6;
 const CORNER_INPUTS: usize = 8;
 
 impl Comparison<'_> {
-    /// [`Comparison::coordinate_search`] from `seeds` first, with [`SEARCH_SHARE`] of the time
-    /// left until `deadline`: the bisections under bounds call it once a box is still open
-    /// after [`SEARCH_AFTER_PARTS`] parts, with the point of the worst bound they found.
-    pub(crate) fn coordinate_search_share(
+    /// The bisections under bounds call this with each part they take up, `parts` counting
+    /// it: once a box is still open after [`SEARCH_AFTER_PARTS`] parts, a
+    /// [`Comparison::coordinate_search`] from `seed` (the point of the worst bound found so
+    /// far; empty when there is none yet) with [`SEARCH_SHARE`] of the time left until
+    /// `deadline`. Otherwise nothing.
+    pub(crate) fn search_when_stalled(
         &self,
-        lower: &[f64],
-        upper: &[f64],
-        seeds: &[Vec<f64>],
+        parts: usize,
+        (lower, upper): (&[f64], &[f64]),
+        seed: &[f64],
         deadline: Instant,
     ) -> Option<Counterexample> {
+        if parts != SEARCH_AFTER_PARTS {
+            return None;
+        }
         let now = Instant::now();
         let budget = deadline
             .saturating_duration_since(now)
             .div_f64(SEARCH_SHARE);
-        self.coordinate_search(lower, upper, seeds, now + budget)
+        self.coordinate_search(lower, upper, &[seed.to_vec()], now + budget)
     }
 
     /// Searches `[lower, upper]` for a point that violates the property (it is replayed on
@@ -90,13 +96,7 @@ impl Comparison<'_> {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(0xC00D);
         // Then random starts until the time is up: the violations this search finds can lie
         // in basins a few hundred random starts hit once (ACAS Xu 1_2, box 8.5).
-        let random = std::iter::repeat_with(move || {
-            lower
-                .iter()
-                .zip(upper)
-                .map(|(l, u)| if u > l { rng.random_range(*l..=*u) } else { *l })
-                .collect::<Vec<f64>>()
-        });
+        let random = std::iter::repeat_with(move || random_point(lower, upper, &mut rng));
         let starts = starts.into_iter().chain(random);
         let search = Coordinates {
             lower,

@@ -5,7 +5,6 @@
 use std::time::Instant;
 
 use super::bounds::{self, float_bounds};
-use super::coordinate_search::SEARCH_AFTER_PARTS;
 use super::differential::{cell_deviation, input_cell};
 use super::region::{Outcome, Query, Region};
 use super::{midpoint, Quantized};
@@ -218,14 +217,11 @@ impl Region<'_> {
                     return Outcome::Counterexample(ce);
                 }
             }
-            if parts == SEARCH_AFTER_PARTS {
-                let seeds = std::slice::from_ref(&worst_at);
-                if let Some(ce) = self
-                    .cmp
-                    .coordinate_search_share(lower, upper, seeds, deadline)
-                {
-                    return Outcome::Counterexample(ce);
-                }
+            let search = self
+                .cmp
+                .search_when_stalled(parts, (lower, upper), &worst_at, deadline);
+            if let Some(ce) = search {
+                return Outcome::Counterexample(ce);
             }
             let centre = midpoint(&lo, &hi);
             if let Some(ce) = self.cmp.falsify(&lo, &hi, std::slice::from_ref(&centre)) {

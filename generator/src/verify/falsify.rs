@@ -312,13 +312,7 @@ impl LocalSearch<'_> {
     ) -> Vec<Vec<f64>> {
         let mut starts = vec![first.to_vec()];
         for _ in 1..count {
-            let x = self
-                .lower
-                .iter()
-                .zip(self.upper)
-                .map(|(l, u)| rng.random_range(*l..=*u))
-                .collect();
-            starts.push(self.clamp(x));
+            starts.push(self.clamp(random_point(self.lower, self.upper, rng)));
         }
         starts
     }
@@ -665,6 +659,15 @@ impl Comparison<'_> {
         let dq = self.quantized.dequantized(&self.quantized.logits(x));
         lead_over_rivals(&dq, class, self.options.decision)
     }
+}
+
+/// A uniformly random point of the box `[lower, upper]`.
+pub(crate) fn random_point(lower: &[f64], upper: &[f64], rng: &mut impl rand::Rng) -> Vec<f64> {
+    lower
+        .iter()
+        .zip(upper)
+        .map(|(l, u)| rng.random_range(*l..=*u))
+        .collect()
 }
 
 /// How far logit `class` of `logits` leads the closest other one under `decision` (negative:

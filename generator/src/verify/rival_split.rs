@@ -10,7 +10,6 @@
 use std::time::Instant;
 
 use super::bounds::float_bounds;
-use super::coordinate_search::SEARCH_AFTER_PARTS;
 use super::differential::input_cells;
 use super::epsilon::{
     volume_fraction, widest_influence, BOUND_SPLIT_MAX_INPUTS, MAX_ENUMERATED_CELLS,
@@ -165,28 +164,21 @@ impl Region<'_> {
         }
         let now = Instant::now();
         let until = now + deadline.saturating_duration_since(now) * 3 / 4;
-        let bisection = match self.keep_class_by_bounds(lower, upper, k, until, deadline) {
+        let outcome = self.keep_class_by_bounds(lower, upper, k, until, deadline);
+        let verdict = match &outcome {
+            Outcome::Proved => "proved",
+            Outcome::Counterexample(_) => "counterexample",
             Outcome::Unknown(reason) => reason,
-            decided => {
-                let verdict = match decided {
-                    Outcome::Proved => "proved",
-                    _ => "counterexample",
-                };
-                self.debug_line(
-                    depth,
-                    &format!("quantized keeps {k} by bounds"),
-                    verdict,
-                    now,
-                );
-                return decided;
-            }
         };
         self.debug_line(
             depth,
             &format!("quantized keeps {k} by bounds"),
-            &bisection,
+            verdict,
             now,
         );
+        let Outcome::Unknown(bisection) = outcome else {
+            return outcome;
+        };
         match self.quantized_rivals_by_solver(lower, upper, k, rivals, depth, deadline, slice) {
             Outcome::Unknown(reason) => Outcome::Unknown(format!(
                 "bisection under bounds: {bisection}; then the solver on the whole box: {reason}"
@@ -234,14 +226,11 @@ impl Region<'_> {
                 }
             }
             parts += 1;
-            if parts == SEARCH_AFTER_PARTS {
-                let seeds = std::slice::from_ref(&thinnest_at);
-                if let Some(ce) = self
-                    .cmp
-                    .coordinate_search_share(lower, upper, seeds, deadline)
-                {
-                    return Outcome::Counterexample(ce);
-                }
+            let search =
+                self.cmp
+                    .search_when_stalled(parts, (lower, upper), &thinnest_at, deadline);
+            if let Some(ce) = search {
+                return Outcome::Counterexample(ce);
             }
             let Part {
                 lower: lo,
